@@ -1,0 +1,171 @@
+package idem
+
+import (
+	"cmp"
+	"fmt"
+	"time"
+)
+
+// Bounds and defaults of the replay window, from AdCP.
+const (
+	MinTTL     = time.Hour
+	MaxTTL     = 7 * 24 * time.Hour
+	DefaultTTL = 24 * time.Hour
+)
+
+// DuplicatePolicy says what a request does when another request with the same
+// key and payload is still running.
+type DuplicatePolicy int
+
+const (
+	// WaitThenReplay waits up to Config.WaitLimit for the first request to
+	// finish and then answers with its stored response (or runs the work if
+	// the first request failed and released the key). Past the limit the
+	// answer is IDEMPOTENCY_IN_FLIGHT. This is the default.
+	WaitThenReplay DuplicatePolicy = iota
+	// RejectInFlight answers IDEMPOTENCY_IN_FLIGHT at once.
+	RejectInFlight
+)
+
+// Config configures a [Store] or a [Guard]. A nil *Config, and every zero
+// field, means the default.
+type Config struct {
+	// TTL is the replay window (AdCP replay_ttl_seconds): how long a stored
+	// answer is replayed. It must lie in [MinTTL, MaxTTL] and be a whole
+	// number of seconds. Defaults to 24 hours.
+	TTL time.Duration
+
+	// ClockSkew is how long past the TTL a retry is still replayed, to
+	// absorb clock differences between buyer and seller. Defaults to 60
+	// seconds.
+	ClockSkew time.Duration
+
+	// TombstoneRetention is how long after its TTL a key is still remembered:
+	// until then a retry gets IDEMPOTENCY_EXPIRED, never a silent second
+	// execution; after it the key is free and the sweeper deletes it. Must be
+	// at least ClockSkew. Defaults to 24 hours.
+	TombstoneRetention time.Duration
+
+	// WaitLimit bounds how long a request waits for a concurrent request
+	// with the same key (for the Postgres store, the transaction-local
+	// lock_timeout of the claim). Defaults to 5 seconds.
+	WaitLimit time.Duration
+
+	// Duplicates is the policy for a concurrent duplicate. Defaults to
+	// [WaitThenReplay]. The Postgres [Store] always waits, up to WaitLimit,
+	// because the database serialises the two transactions.
+	Duplicates DuplicatePolicy
+
+	// Lease is how long a claim made through a [Guard] holds the key before
+	// another request may take it over: it bounds how long a crashed owner
+	// blocks the key, so it must exceed the longest handler run. Defaults to
+	// 2 minutes (AdCP's working-response timeout).
+	Lease time.Duration
+
+	// Limiter limits how fast each principal stores new keys (replays are
+	// never limited). Defaults to [NewLimiter](60, 300): 60 new keys a second
+	// per principal, bursts of 300, counted in this process only. Use
+	// [Unlimited] to turn it off.
+	Limiter Limiter
+
+	// MaxPayloadBytes rejects larger payloads with INVALID_REQUEST before
+	// they are parsed. Defaults to 1 MiB.
+	MaxPayloadBytes int
+
+	// SweepBatch is how many rows one sweep statement deletes at most.
+	// Defaults to 1000.
+	SweepBatch int
+
+	// Now replaces the storage clock, for tests: with it set, the Postgres
+	// store passes Now() to its queries instead of using now(). Leave nil in
+	// production, where the database clock decides expiry.
+	Now func() time.Time
+}
+
+// settings is a Config with defaults applied and validated.
+type settings struct {
+	ttl, skew, retention, wait, lease time.Duration
+	duplicates                        DuplicatePolicy
+	limiter                           Limiter
+	maxPayload, sweepBatch            int
+	now                               func() time.Time
+}
+
+func (c *Config) resolve() (settings, error) {
+	if c == nil {
+		c = &Config{}
+	}
+	s := settings{
+		ttl:        cmp.Or(c.TTL, DefaultTTL),
+		skew:       cmp.Or(c.ClockSkew, time.Minute),
+		retention:  cmp.Or(c.TombstoneRetention, 24*time.Hour),
+		wait:       cmp.Or(c.WaitLimit, 5*time.Second),
+		lease:      cmp.Or(c.Lease, 2*time.Minute),
+		duplicates: c.Duplicates,
+		limiter:    c.Limiter,
+		maxPayload: cmp.Or(c.MaxPayloadBytes, 1<<20),
+		sweepBatch: cmp.Or(c.SweepBatch, 1000),
+		now:        c.Now,
+	}
+	switch {
+	case s.ttl < MinTTL || s.ttl > MaxTTL:
+		return s, fmt.Errorf("idem: TTL %v is outside AdCP's replay window bounds [%v, %v]", s.ttl, MinTTL, MaxTTL)
+	case s.ttl%time.Second != 0:
+		return s, fmt.Errorf("idem: TTL %v is not a whole number of seconds (replay_ttl_seconds is an integer)", s.ttl)
+	case s.skew < 0:
+		return s, fmt.Errorf("idem: ClockSkew %v is negative", s.skew)
+	case s.retention < s.skew:
+		return s, fmt.Errorf("idem: TombstoneRetention %v is shorter than ClockSkew %v", s.retention, s.skew)
+	case s.wait < time.Millisecond:
+		return s, fmt.Errorf("idem: WaitLimit %v is below 1ms", s.wait)
+	case s.lease < time.Millisecond:
+		return s, fmt.Errorf("idem: Lease %v is below 1ms", s.lease)
+	case s.duplicates != WaitThenReplay && s.duplicates != RejectInFlight:
+		return s, fmt.Errorf("idem: unknown DuplicatePolicy %d", s.duplicates)
+	case s.maxPayload < 0 || s.sweepBatch < 0:
+		return s, fmt.Errorf("idem: MaxPayloadBytes and SweepBatch must not be negative")
+	}
+	if s.limiter == nil {
+		s.limiter = NewLimiter(60, 300)
+	}
+	return s, nil
+}
+
+// Capability is the adcp.idempotency fragment of get_adcp_capabilities.
+type Capability struct {
+	Supported        bool `json:"supported"`
+	ReplayTTLSeconds int  `json:"replay_ttl_seconds"`
+}
+
+func (s settings) capability() Capability {
+	return Capability{Supported: true, ReplayTTLSeconds: int(s.ttl / time.Second)}
+}
+
+// state is what a stored entry means at a given instant.
+type state int
+
+const (
+	stateInFlight  state = iota // a request owns the key and its lease runs
+	stateCompleted              // the answer is stored and replayed
+	stateExpired                // past the replay window; remembered as a tombstone
+	stateReusable               // abandoned lease or tombstone past retention: free to claim
+)
+
+// classify judges an entry at now (the storage clock). Every backend's atomic
+// claim must agree with it on what is reusable.
+func (s settings) classify(e *Entry) state {
+	if e.Response == nil {
+		if e.Now.After(e.ExpiresAt) {
+			return stateReusable
+		}
+		return stateInFlight
+	}
+	switch {
+	case !e.Now.After(e.ExpiresAt.Add(s.skew)):
+		return stateCompleted
+	case !e.Now.After(e.ExpiresAt.Add(s.retention)):
+		return stateExpired
+	default:
+		return stateReusable
+	}
+}

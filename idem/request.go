@@ -1,0 +1,98 @@
+package idem
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+)
+
+// Key length bounds from AdCP: ^[A-Za-z0-9_.:-]{16,255}$.
+const (
+	MinKeyLen = 16
+	MaxKeyLen = 255
+)
+
+// ValidateKey reports whether key is a well-formed AdCP idempotency key:
+// 16 to 255 characters, each a letter, digit, '_', '.', ':' or '-'. It returns
+// an [*Error] matching [ErrMissingKey] or [ErrInvalidKey], whose message says
+// what is wrong without echoing the key.
+func ValidateKey(key string) error {
+	switch {
+	case key == "":
+		return newError(ErrMissingKey, "idempotency_key is required on mutating requests")
+	case len(key) < MinKeyLen:
+		return newError(ErrInvalidKey, fmt.Sprintf("idempotency_key must be at least %d characters", MinKeyLen))
+	case len(key) > MaxKeyLen:
+		return newError(ErrInvalidKey, fmt.Sprintf("idempotency_key must be at most %d characters", MaxKeyLen))
+	}
+	for i := 0; i < len(key); i++ {
+		if !keyChar[key[i]] {
+			return newError(ErrInvalidKey, "idempotency_key may contain only A-Z, a-z, 0-9 and _ . : -")
+		}
+	}
+	return nil
+}
+
+var keyChar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "_.:-" {
+		t[c] = true
+	}
+	return t
+}()
+
+// Request identifies one idempotent request.
+type Request struct {
+	// Principal is the authenticated caller; keys are scoped by it, and one
+	// principal never sees another's keys. It must come from authentication
+	// (a verified token, a client certificate), never from the request body.
+	// Required.
+	Principal string
+	// Key is the client's idempotency_key. Required; see [ValidateKey].
+	Key string
+	// Operation names the task (for AdCP, the tool name, e.g.
+	// "create_media_buy"). A key reused on another operation is a conflict.
+	// Required.
+	Operation string
+	// Payload is the request as received: a JSON object. Its canonical hash
+	// ([CanonicalJSONSHA256]) decides whether a retry is the same request.
+	Payload json.RawMessage
+}
+
+// Hash is the SHA-256 digest of a canonical payload.
+type Hash [sha256.Size]byte
+
+// prepared is a validated request with its hash.
+type prepared struct {
+	Request
+	hash Hash
+}
+
+// prepare validates r in the order AdCP asks for (principal, key, operation,
+// payload) and hashes the payload. Nothing is stored for a request that fails
+// here.
+func prepare(r Request, maxPayload int) (prepared, error) {
+	if r.Principal == "" {
+		return prepared{}, newError(ErrMissingPrincipal, "the request has no authenticated principal")
+	}
+	if err := ValidateKey(r.Key); err != nil {
+		return prepared{}, err
+	}
+	if r.Operation == "" {
+		return prepared{}, newError(ErrMissingOperation, "")
+	}
+	if len(r.Payload) > maxPayload {
+		return prepared{}, newError(ErrInvalidPayload, fmt.Sprintf("request is larger than %d bytes", maxPayload))
+	}
+	h, err := CanonicalJSONSHA256(r.Payload)
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{Request: r, hash: h}, nil
+}

@@ -1,0 +1,719 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3"
+
+	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/migrations"
+)
+
+type buy struct {
+	MediaBuyID int64 `json:"media_buy_id"`
+	Budget     int   `json:"budget"`
+}
+
+// createBuy is a handler that writes one business row through the given
+// transaction, as a seller's create_media_buy would.
+func createBuy(principal string, budget int) func(context.Context, pgx.Tx) (buy, error) {
+	return func(ctx context.Context, tx pgx.Tx) (buy, error) {
+		b := buy{Budget: budget}
+		err := tx.QueryRow(ctx, `INSERT INTO media_buys (principal, budget) VALUES ($1, $2) RETURNING id`, principal, budget).Scan(&b.MediaBuyID)
+		return b, err
+	}
+}
+
+func request(principal, key string, payload string) idem.Request {
+	return idem.Request{Principal: principal, Key: key, Operation: "create_media_buy", Payload: json.RawMessage(payload)}
+}
+
+func newKey() string { return "key-" + randomID(12) }
+
+func newStore(t testing.TB, cfg *idem.Config) *idem.Store {
+	t.Helper()
+	if cfg == nil {
+		cfg = &idem.Config{}
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = idem.Unlimited
+	}
+	s, err := idem.NewStore(cfg)
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
+	return s
+}
+
+func count(t testing.TB, pool *pgxpool.Pool, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func buys(t testing.TB, pool *pgxpool.Pool) int {
+	return count(t, pool, `SELECT count(*) FROM media_buys`)
+}
+
+func keys(t testing.TB, pool *pgxpool.Pool) int {
+	return count(t, pool, `SELECT count(*) FROM idempotency_keys`)
+}
+
+const payload = `{"brand":{"domain":"acme.example"},"packages":[{"product_id":"p1","budget":5000}]}`
+
+func TestRunInTxFirstCallThenReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+
+	first, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	if err != nil {
+		t.Fatalf("first call: %v", err)
+	}
+	if first.Replayed || first.Value.MediaBuyID == 0 {
+		t.Fatalf("first call = %+v, want a fresh execution", first)
+	}
+	second, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(context.Context, pgx.Tx) (buy, error) {
+		t.Error("handler ran on a replay")
+		return buy{}, nil
+	})
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	if !second.Replayed || second.Value != first.Value || string(second.Response) != string(first.Response) {
+		t.Fatalf("replay = %+v (%s), want the stored %+v (%s) with Replayed", second, second.Response, first, first.Response)
+	}
+	if n := buys(t, pool); n != 1 {
+		t.Fatalf("%d media buys, want 1", n)
+	}
+	var created, expires time.Time
+	if err := pool.QueryRow(ctx, `SELECT created_at, expires_at FROM idempotency_keys`).Scan(&created, &expires); err != nil {
+		t.Fatal(err)
+	}
+	if got := expires.Sub(created); got < 24*time.Hour || got > 24*time.Hour+time.Minute {
+		t.Fatalf("expires_at - created_at = %v, want the 24h default TTL", got)
+	}
+}
+
+func TestRunInTxConflict(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000)); err != nil {
+		t.Fatal(err)
+	}
+
+	changed := strings.Replace(payload, "5000", "25000", 1)
+	otherOperation := request("alice", key, payload)
+	otherOperation.Operation = "update_media_buy"
+	for name, r := range map[string]idem.Request{
+		"changed payload":   request("alice", key, changed),
+		"another operation": otherOperation,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := idem.RunInTx(ctx, s, pool, r, createBuy("alice", 25000))
+			if !errors.Is(err, idem.ErrConflict) {
+				t.Fatalf("error = %v, want ErrConflict", err)
+			}
+			var e *idem.Error
+			if !errors.As(err, &e) || e.Code != idem.CodeIdempotencyConflict {
+				t.Fatalf("error %v is not an IDEMPOTENCY_CONFLICT *idem.Error", err)
+			}
+			wire, _ := json.Marshal(idem.Wire(err))
+			var fields map[string]any
+			_ = json.Unmarshal(wire, &fields)
+			if len(fields) != 2 || fields["code"] != "IDEMPOTENCY_CONFLICT" || fields["message"] == "" {
+				t.Fatalf("wire form %s, want code and message only", wire)
+			}
+			if strings.Contains(err.Error(), "5000") || strings.Contains(err.Error(), "media_buy_id") {
+				t.Fatalf("conflict error leaks stored data: %v", err)
+			}
+		})
+	}
+	if n := buys(t, pool); n != 1 {
+		t.Fatalf("%d media buys, want 1", n)
+	}
+}
+
+func TestRunInTxExcludedFieldsDoNotConflict(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+	first := `{"budget":5000,"context":{"correlation_id":"a"},"governance_context":"token-1",
+		"push_notification_config":{"url":"https://buyer.example/hook","authentication":{"schemes":["Bearer"],"credentials":"secret-1"}}}`
+	retry := `{"push_notification_config":{"authentication":{"credentials":"secret-2","schemes":["Bearer"]},"url":"https://buyer.example/hook"},
+		"governance_context":"token-2","context":{"correlation_id":"b"},"idempotency_key":"` + key + `","budget":5000.0}`
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, first), createBuy("alice", 5000)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := idem.RunInTx(ctx, s, pool, request("alice", key, retry), createBuy("alice", 5000))
+	if err != nil || !res.Replayed {
+		t.Fatalf("retry with only excluded fields changed = %+v, %v; want a replay", res, err)
+	}
+	ext := strings.Replace(first, `"budget":5000`, `"budget":5000,"ext":{"x":1}`, 1)
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, ext), createBuy("alice", 5000)); !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("retry with ext added: %v, want ErrConflict", err)
+	}
+}
+
+func TestRunInTxPrincipalIsolation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+	a, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob's request with Alice's key and even a different payload is a fresh
+	// execution: he can neither replay nor conflict with her entry.
+	b, err := idem.RunInTx(ctx, s, pool, request("bob", key, strings.Replace(payload, "5000", "1", 1)), createBuy("bob", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Replayed || b.Replayed || a.Value.MediaBuyID == b.Value.MediaBuyID {
+		t.Fatalf("alice %+v, bob %+v: want two fresh executions", a, b)
+	}
+	if n := buys(t, pool); n != 2 {
+		t.Fatalf("%d media buys, want 2", n)
+	}
+}
+
+func TestRunInTxHandlerFailureLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	boom := errors.New("upstream ad server said no")
+
+	t.Run("error", func(t *testing.T) {
+		key := newKey()
+		_, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+			if _, err := createBuy("alice", 5000)(ctx, tx); err != nil {
+				return buy{}, err
+			}
+			return buy{}, boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("error = %v, want the handler's", err)
+		}
+		if b, k := buys(t, pool), count(t, pool, `SELECT count(*) FROM idempotency_keys WHERE key = $1`, key); b != 0 || k != 0 {
+			t.Fatalf("after a handler error: %d media buys, %d keys; want none", b, k)
+		}
+		res, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+		if err != nil || res.Replayed {
+			t.Fatalf("retry after an error = %+v, %v; want a fresh execution", res, err)
+		}
+	})
+	t.Run("panic", func(t *testing.T) {
+		key := newKey()
+		func() {
+			defer func() {
+				if r := recover(); r != "handler bug" {
+					t.Fatalf("recovered %v, want the handler's panic re-raised", r)
+				}
+			}()
+			_, _ = idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+				if _, err := createBuy("alice", 1)(ctx, tx); err != nil {
+					return buy{}, err
+				}
+				panic("handler bug")
+			})
+		}()
+		if k := count(t, pool, `SELECT count(*) FROM idempotency_keys WHERE key = $1`, key); k != 0 {
+			t.Fatalf("after a panic: %d keys, want none", k)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM media_buys WHERE budget = 1`); n != 0 {
+			t.Fatalf("after a panic: %d business rows, want none", n)
+		}
+		if stat := pool.Stat(); stat.AcquiredConns() != 0 {
+			t.Fatalf("%d connections still acquired after the panic", stat.AcquiredConns())
+		}
+	})
+}
+
+func TestRunInTxValidatesBeforeStoring(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, &idem.Config{MaxPayloadBytes: 64})
+	ran := false
+	handler := func(context.Context, pgx.Tx) (buy, error) { ran = true; return buy{}, nil }
+	for name, tc := range map[string]struct {
+		req  idem.Request
+		want error
+	}{
+		"no principal":    {request("", newKey(), payload), idem.ErrMissingPrincipal},
+		"no key":          {request("alice", "", payload), idem.ErrMissingKey},
+		"short key":       {request("alice", "too-short", payload), idem.ErrInvalidKey},
+		"key with space":  {request("alice", "has a space in it!", payload), idem.ErrInvalidKey},
+		"unicode key":     {request("alice", "clé-idempotente-ü-0001", payload), idem.ErrInvalidKey},
+		"256-char key":    {request("alice", strings.Repeat("k", 256), payload), idem.ErrInvalidKey},
+		"array payload":   {request("alice", newKey(), `[1,2]`), idem.ErrInvalidPayload},
+		"duplicate names": {request("alice", newKey(), `{"a":1,"a":2}`), idem.ErrInvalidPayload},
+		"too large":       {request("alice", newKey(), `{"a":"`+strings.Repeat("x", 100)+`"}`), idem.ErrInvalidPayload},
+		"no operation":    {idem.Request{Principal: "alice", Key: newKey(), Payload: json.RawMessage(payload)}, idem.ErrMissingOperation},
+	} {
+		_, err := idem.RunInTx(ctx, s, pool, tc.req, handler)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: error = %v, want %v", name, err, tc.want)
+		}
+	}
+	if ran {
+		t.Error("the handler ran for an invalid request")
+	}
+	if n := keys(t, pool); n != 0 {
+		t.Fatalf("%d keys stored for invalid requests", n)
+	}
+	// 255 characters of every allowed class are fine.
+	long := strings.Repeat("Az09_.:-", 32)[:255]
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", long, `{}`), createBuy("alice", 1)); err != nil {
+		t.Fatalf("255-character key: %v", err)
+	}
+}
+
+func TestRunInTxConcurrentRetriesRunOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+	var executions atomic.Int32
+	const n = 32
+	results := make([]idem.Result[buy], n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+				executions.Add(1)
+				time.Sleep(50 * time.Millisecond) // hold the claim while the others pile up
+				return createBuy("alice", 5000)(ctx, tx)
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	fresh := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if !results[i].Replayed {
+			fresh++
+		}
+		if results[i].Value != results[0].Value {
+			t.Fatalf("caller %d got %+v, caller 0 got %+v", i, results[i].Value, results[0].Value)
+		}
+	}
+	if got := executions.Load(); got != 1 || fresh != 1 {
+		t.Fatalf("%d executions, %d fresh answers; want 1 and 1", got, fresh)
+	}
+	if b := buys(t, pool); b != 1 {
+		t.Fatalf("%d media buys, want 1", b)
+	}
+}
+
+func TestRunInTxLockWaitGivesInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, &idem.Config{WaitLimit: 200 * time.Millisecond})
+	key := newKey()
+	holding, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error)
+	go func() {
+		_, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+			close(holding)
+			<-release
+			return createBuy("alice", 5000)(ctx, tx)
+		})
+		done <- err
+	}()
+	<-holding
+	_, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrInFlight) || !errors.As(err, &e) || e.Recovery != idem.RecoveryTransient || e.RetryAfter <= 0 {
+		t.Fatalf("duplicate during a held claim: %v, want a transient ErrInFlight with a retry hint", err)
+	}
+	// A different payload conflicts only once the first request's outcome is
+	// known: while it runs, its row is invisible, so this waits too.
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatalf("first request: %v", err)
+	}
+	res, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	if err != nil || !res.Replayed {
+		t.Fatalf("retry after the first finished = %+v, %v; want a replay", res, err)
+	}
+}
+
+// fakeClock is a test clock for Config.Now.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func TestRunInTxExpiryTombstoneAndSweep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	clock := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, &idem.Config{TTL: time.Hour, TombstoneRetention: 2 * time.Hour, Now: clock.Now})
+	key := newKey()
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000)); err != nil {
+		t.Fatal(err)
+	}
+	other := newKey() // a second key, an hour younger
+	clock.Add(time.Hour)
+	if _, err := idem.RunInTx(ctx, s, pool, request("alice", other, payload), createBuy("alice", 5000)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Within TTL + 60 s skew: still a replay.
+	clock.Add(59 * time.Second)
+	if res, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000)); err != nil || !res.Replayed {
+		t.Fatalf("at TTL+59s: %+v, %v; want a replay", res, err)
+	}
+	// Past it: EXPIRED, for the same payload and for another.
+	clock.Add(2 * time.Second)
+	for _, p := range []string{payload, `{"different":true}`} {
+		_, err := idem.RunInTx(ctx, s, pool, request("alice", key, p), createBuy("alice", 5000))
+		if !errors.Is(err, idem.ErrExpired) {
+			t.Fatalf("at TTL+61s: %v, want ErrExpired", err)
+		}
+	}
+	if n := s.Capability().ReplayTTLSeconds; n != 3600 {
+		t.Fatalf("capability replay_ttl_seconds = %d, want 3600", n)
+	}
+	// Sweep deletes nothing while the tombstone is within retention.
+	if n, err := s.Sweep(ctx, pool); err != nil || n != 0 {
+		t.Fatalf("sweep within retention deleted %d (%v), want 0", n, err)
+	}
+	// Past TTL + retention the key is free: a new execution, no sweep needed.
+	clock.Add(2 * time.Hour)
+	res, err := idem.RunInTx(ctx, s, pool, request("alice", key, `{"different":true}`), createBuy("alice", 7))
+	if err != nil || res.Replayed {
+		t.Fatalf("past retention: %+v, %v; want a fresh execution", res, err)
+	}
+	// The younger key is now past retention too; the re-used key is fresh.
+	clock.Add(time.Hour + time.Minute)
+	n, err := s.Sweep(ctx, pool)
+	if err != nil || n != 1 {
+		t.Fatalf("sweep deleted %d (%v), want 1", n, err)
+	}
+	if k := keys(t, pool); k != 1 {
+		t.Fatalf("%d keys left, want the re-used one", k)
+	}
+}
+
+func TestSweepWorksInBatches(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	clock := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	s := newStore(t, &idem.Config{TTL: time.Hour, TombstoneRetention: time.Hour, SweepBatch: 7, Now: clock.Now})
+	for i := range 50 {
+		if _, err := idem.RunInTx(ctx, s, pool, request(fmt.Sprint("p", i%3), newKey(), `{}`), createBuy("x", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Add(2*time.Hour + time.Second)
+	n, err := s.Sweep(ctx, pool)
+	if err != nil || n != 50 {
+		t.Fatalf("sweep deleted %d (%v), want 50", n, err)
+	}
+	if k := keys(t, pool); k != 0 {
+		t.Fatalf("%d keys left", k)
+	}
+	// The sweep's scan can use the expiry index (a table this small would be
+	// scanned sequentially unless told otherwise).
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SET enable_seqscan = off`); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, `RESET enable_seqscan`)
+	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) SELECT principal_id, key FROM idempotency_keys
+		WHERE expires_at < now() ORDER BY expires_at LIMIT 10 FOR UPDATE SKIP LOCKED`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(plan, "\n"), "idempotency_keys_expires_at_idx") {
+		t.Fatalf("sweep plan does not use the expiry index:\n%s", strings.Join(plan, "\n"))
+	}
+}
+
+func TestRunInTxInCallerTransaction(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, &idem.Config{WaitLimit: 1500 * time.Millisecond})
+
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
+			key := newKey()
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '42s'`); err != nil {
+				t.Fatal(err)
+			}
+			res, err := idem.RunInTx(ctx, s, tx, request("alice", key, payload), createBuy("alice", 5000))
+			if err != nil || res.Replayed {
+				t.Fatalf("inside the caller's transaction: %+v, %v", res, err)
+			}
+			var lt string
+			if err := tx.QueryRow(ctx, `SHOW lock_timeout`).Scan(&lt); err != nil || lt != "42s" {
+				t.Fatalf("caller's lock_timeout after RunInTx = %q (%v), want 42s back", lt, err)
+			}
+			// A replay inside the same transaction sees its own claim.
+			if again, err := idem.RunInTx(ctx, s, tx, request("alice", key, payload), createBuy("alice", 5000)); err != nil || !again.Replayed {
+				t.Fatalf("replay inside the caller's transaction: %+v, %v", again, err)
+			}
+			if commit {
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if commit {
+				want = 1
+			}
+			k := count(t, pool, `SELECT count(*) FROM idempotency_keys WHERE key = $1`, key)
+			b := count(t, pool, `SELECT count(*) FROM media_buys WHERE id = $1`, res.Value.MediaBuyID)
+			if k != want || b != want {
+				t.Fatalf("after the caller's %s: %d keys, %d media buys; want %d each", map[bool]string{true: "commit", false: "rollback"}[commit], k, b, want)
+			}
+		})
+	}
+
+	t.Run("handler error keeps the caller's transaction usable", func(t *testing.T) {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx)
+		if _, err := tx.Exec(ctx, `INSERT INTO media_buys (principal, budget) VALUES ('caller', 1)`); err != nil {
+			t.Fatal(err)
+		}
+		_, err = idem.RunInTx(ctx, s, tx, request("alice", newKey(), payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+			_, _ = tx.Exec(ctx, `SELECT 1/0`) // aborts the savepoint
+			return buy{}, errors.New("failed")
+		})
+		if err == nil {
+			t.Fatal("want the handler's error")
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatalf("caller's commit after a failed savepoint: %v", err)
+		}
+		if n := count(t, pool, `SELECT count(*) FROM media_buys WHERE principal = 'caller'`); n != 1 {
+			t.Fatalf("caller's own write: %d rows, want 1", n)
+		}
+	})
+}
+
+func TestRunInTxRateLimitsNewKeysOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, &idem.Config{Limiter: idem.NewLimiter(0.001, 2)})
+	k1, k2 := newKey(), newKey()
+	for _, k := range []string{k1, k2} {
+		if _, err := idem.RunInTx(ctx, s, pool, request("alice", k, payload), createBuy("alice", 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := idem.RunInTx(ctx, s, pool, request("alice", newKey(), payload), createBuy("alice", 1))
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.Code != idem.CodeRateLimited || e.RetryAfter <= 0 {
+		t.Fatalf("third new key: %v, want RATE_LIMITED with a retry hint", err)
+	}
+	if res, err := idem.RunInTx(ctx, s, pool, request("alice", k1, payload), createBuy("alice", 1)); err != nil || !res.Replayed {
+		t.Fatalf("replay while rate limited: %+v, %v; replays must not be limited", res, err)
+	}
+	if _, err := idem.RunInTx(ctx, s, pool, request("bob", newKey(), payload), createBuy("bob", 1)); err != nil {
+		t.Fatalf("another principal: %v", err)
+	}
+	if b, k := buys(t, pool), keys(t, pool); b != 3 || k != 3 {
+		t.Fatalf("%d media buys, %d keys; want 3 and 3 (nothing stored for the limited request)", b, k)
+	}
+}
+
+func TestMigrationsConcurrentUpAndGooseFolder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schema := "m_" + randomID(6)
+	admin, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+	url := withSearchPath(databaseURL, schema)
+
+	var wg sync.WaitGroup
+	applied := make([]int, 4)
+	errs := make([]error, 4)
+	for i := range 4 {
+		wg.Go(func() {
+			db := openSQL(t, url)
+			defer db.Close()
+			applied[i], errs[i] = migrations.Up(ctx, db)
+		})
+	}
+	wg.Wait()
+	total := 0
+	for i := range 4 {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		total += applied[i]
+	}
+	if total != 1 {
+		t.Fatalf("replicas applied %v migrations in all, want exactly 1 between them", applied)
+	}
+	var versionTable, gooseDefault bool
+	_ = admin.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`,
+		schema+"."+migrations.VersionTable, schema+".goose_db_version").Scan(&versionTable, &gooseDefault)
+	if !versionTable || gooseDefault {
+		t.Fatalf("version table %s exists=%v, goose_db_version exists=%v", migrations.VersionTable, versionTable, gooseDefault)
+	}
+
+	// The folder also works the way the goose command uses it (its own
+	// default version table, files read from disk).
+	other := "g_" + randomID(6)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+other); err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Exec(context.Background(), "DROP SCHEMA "+other+" CASCADE")
+	db := openSQL(t, withSearchPath(databaseURL, other))
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, os.DirFS("../migrations"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := p.Up(ctx); err != nil || len(res) != 1 {
+		t.Fatalf("goose up on the folder: %v (%d applied)", err, len(res))
+	}
+	if res, err := p.DownTo(ctx, 0); err != nil || len(res) != 1 {
+		t.Fatalf("goose down on the folder: %v (%d reverted)", err, len(res))
+	}
+}
+
+// The crash test: a child process claims a key, writes a business row inside
+// RunInTx, reports it and is killed with SIGKILL before it can commit.
+
+const childEnv = "IDEM_CRASH_CHILD"
+
+func runChild(spec string) {
+	var args struct{ URL, Principal, Key string }
+	if err := json.Unmarshal([]byte(spec), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, args.URL)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	s, _ := idem.NewStore(nil)
+	_, err = idem.RunInTx(ctx, s, pool, request(args.Principal, args.Key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+		b, err := createBuy(args.Principal, 5000)(ctx, tx)
+		if err != nil {
+			return b, err
+		}
+		fmt.Println("WROTE")
+		time.Sleep(time.Hour) // the parent kills us here
+		return b, nil
+	})
+	fmt.Fprintln(os.Stderr, "child: not killed:", err)
+	os.Exit(3)
+}
+
+func TestRunInTxCrashBeforeCommitLeavesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, nil)
+	key := newKey()
+	spec, _ := json.Marshal(map[string]string{"URL": pool.Config().ConnString(), "Principal": "alice", "Key": key})
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "WROTE\n" {
+		_ = cmd.Process.Kill()
+		t.Fatalf("child said %q (%v)", line, err)
+	}
+	// The claim and the business row are written, not committed.
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+
+	// The retry waits for the dead session's transaction to be rolled back,
+	// then runs the work: exactly once overall.
+	res, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	if err != nil || res.Replayed {
+		t.Fatalf("retry after the crash = %+v, %v; want a fresh execution", res, err)
+	}
+	again, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000))
+	if err != nil || !again.Replayed || again.Value != res.Value {
+		t.Fatalf("second retry = %+v, %v; want the replay of %+v", again, err, res.Value)
+	}
+	if b, k := buys(t, pool), keys(t, pool); b != 1 || k != 1 {
+		t.Fatalf("%d media buys, %d keys; want exactly 1 each", b, k)
+	}
+}
