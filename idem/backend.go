@@ -31,10 +31,10 @@ type Backend interface {
 	// exactly one gets nil.
 	Claim(ctx context.Context, c Claim) (*Entry, error)
 
-	// Complete stores response as the answer for ref, replayed for ttl from
-	// now, if owner still owns ref's in-flight entry. Otherwise it changes
-	// nothing and returns an error matching [ErrNotOwner].
-	Complete(ctx context.Context, ref Ref, owner string, response []byte, ttl time.Duration) error
+	// Complete stores c.Response as the answer for c.Ref, replayed for c.TTL
+	// from now, if c.Owner still owns the in-flight entry. Otherwise it
+	// changes nothing and returns an error matching [ErrNotOwner].
+	Complete(ctx context.Context, c Completion) error
 
 	// Release deletes ref's in-flight entry if owner still owns it, so that
 	// a retry runs the work again. Otherwise it changes nothing and returns
@@ -71,6 +71,23 @@ type Claim struct {
 	Retention time.Duration
 }
 
+// Completion is the argument of [Backend.Complete].
+type Completion struct {
+	Ref
+	// Owner is the token the entry was claimed with.
+	Owner string
+	// Response is the answer to store: the JSON encoding of the handler's
+	// value.
+	Response []byte
+	// TTL is how long the answer is replayed; the entry's ExpiresAt becomes
+	// now + TTL.
+	TTL time.Duration
+	// Retention is how long past ExpiresAt the entry is kept as a tombstone.
+	// Backends that expire records by themselves (Redis) or sweep them in the
+	// background (memstore) use it; others rely on Sweep.
+	Retention time.Duration
+}
+
 // Entry is a stored entry as a backend read it.
 type Entry struct {
 	// Operation and Hash are those of the request that claimed the key.
@@ -84,4 +101,15 @@ type Entry struct {
 	// Now is the backend's clock when the entry was read. Leases and expiry
 	// are judged against it, never against the application's clock.
 	Now time.Time
+}
+
+// Reusable reports whether an entry no longer holds its key at now, the rule
+// every [Backend.Claim] applies: an in-flight entry whose lease has ended
+// (its owner crashed or gave up), or a completed one whose expiresAt lies
+// more than retention in the past.
+func Reusable(inFlight bool, expiresAt, now time.Time, retention time.Duration) bool {
+	if inFlight {
+		return now.After(expiresAt)
+	}
+	return now.After(expiresAt.Add(retention))
 }

@@ -154,18 +154,14 @@ const (
 // classify judges an entry at now (the storage clock). Every backend's atomic
 // claim must agree with it on what is reusable.
 func (s settings) classify(e *Entry) state {
-	if e.Response == nil {
-		if e.Now.After(e.ExpiresAt) {
-			return stateReusable
-		}
-		return stateInFlight
-	}
 	switch {
+	case Reusable(e.Response == nil, e.ExpiresAt, e.Now, s.retention):
+		return stateReusable
+	case e.Response == nil:
+		return stateInFlight
 	case !e.Now.After(e.ExpiresAt.Add(s.skew)):
 		return stateCompleted
-	case !e.Now.After(e.ExpiresAt.Add(s.retention)):
-		return stateExpired
 	default:
-		return stateReusable
+		return stateExpired
 	}
 }

@@ -62,7 +62,8 @@ type Result[T any] struct {
 	// request with the same key, and that the handler did not run.
 	Replayed bool
 	// Response is the stored JSON encoding of Value: on a replay, byte for
-	// byte what the first request stored.
+	// byte what the first request stored. It may share memory with the
+	// backend: do not modify it.
 	Response json.RawMessage
 }
 
@@ -237,9 +238,7 @@ func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time,
 		if e == nil {
 			continue // deleted since the insert looked
 		}
-		reusable := e.Response == nil && e.Now.After(e.ExpiresAt) ||
-			e.Response != nil && e.Now.After(e.ExpiresAt.Add(c.Retention))
-		if !reusable {
+		if !Reusable(e.Response == nil, e.ExpiresAt, e.Now, c.Retention) {
 			return e, nil
 		}
 		_, err = q.IdempotencyKeyTakeOver(ctx, tx, db.IdempotencyKeyTakeOverParams{
@@ -319,13 +318,15 @@ func (b *PostgresBackend) Claim(ctx context.Context, c Claim) (*Entry, error) {
 }
 
 // Complete implements [Backend].
-func (b *PostgresBackend) Complete(ctx context.Context, ref Ref, owner string, response []byte, ttl time.Duration) error {
+// The row keeps no retention of its own: Sweep and Claim are told it.
+func (b *PostgresBackend) Complete(ctx context.Context, c Completion) error {
+	response := c.Response
 	if response == nil {
 		response = []byte("null")
 	}
 	n, err := b.q.IdempotencyKeyComplete(ctx, b.DB, db.IdempotencyKeyCompleteParams{
-		Response: response, TtlMs: ttl.Milliseconds(), PrincipalID: ref.Principal, Key: ref.Key,
-		OwnerToken: owner, Now: clock(b.Now),
+		Response: response, TtlMs: c.TTL.Milliseconds(), PrincipalID: c.Principal, Key: c.Key,
+		OwnerToken: c.Owner, Now: clock(b.Now),
 	})
 	if err != nil {
 		return dbError("complete", err)

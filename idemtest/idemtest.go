@@ -1,0 +1,621 @@
+// Package idemtest is the conformance suite for [idem.Backend]
+// implementations. Every backend of this module passes it; run it against
+// your own:
+//
+//	func TestConformance(t *testing.T) {
+//		idemtest.Run(t, func(t *testing.T) idemtest.Harness {
+//			clock := ... // a clock your backend reads, that the test can move
+//			b := mybackend.New(...)
+//			t.Cleanup(func() { b.Close() })
+//			return idemtest.Harness{Backend: b, Advance: clock.Advance}
+//		})
+//	}
+//
+// It checks the backend's atomic steps (claim, complete, release, get,
+// sweep), ownership (a request whose lease ran out can neither complete nor
+// release the new owner's claim), lease takeover, TTL, tombstones, principal
+// isolation and concurrency (64 goroutines, one key, one claim), and then
+// the same outcomes end to end through [idem.Do].
+package idemtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/adcp-go/idempotency/idem"
+)
+
+// Harness is a backend under test.
+type Harness struct {
+	// Backend is a fresh, empty backend, or one whose keys no other test
+	// uses. Required.
+	Backend idem.Backend
+	// Advance moves the backend's clock forward by d. The suite never sleeps
+	// through a lease or a TTL; it moves the clock. Required.
+	Advance func(d time.Duration)
+}
+
+// Run runs the suite. newHarness is called once per subtest.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+	t.Helper()
+	setup := func(t *testing.T) Harness {
+		h := newHarness(t)
+		if h.Backend == nil || h.Advance == nil {
+			t.Fatal("idemtest: Harness needs a Backend and an Advance func")
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"Backend/ClaimGetComplete", testClaimGetComplete},
+		{"Backend/Ownership", testOwnership},
+		{"Backend/LeaseTakeover", testLeaseTakeover},
+		{"Backend/TTLAndTombstone", testTTLAndTombstone},
+		{"Backend/Sweep", testSweep},
+		{"Backend/PrincipalIsolation", testBackendIsolation},
+		{"Backend/ConcurrentClaims", testConcurrentClaims},
+		{"Do/FirstCallReplayConflict", testDoOutcomes},
+		{"Do/ExpiredThenReusable", testDoExpiry},
+		{"Do/HandlerFailureReleases", testDoFailure},
+		{"Do/ConcurrentDuplicatesRunOnce", testDoConcurrent},
+		{"Do/InFlightPolicies", testDoInFlight},
+		{"Do/LeaseTakeover", testDoLeaseTakeover},
+		{"Do/RateLimit", testDoRateLimit},
+		{"Do/PrincipalIsolation", testDoIsolation},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, setup(t)) })
+	}
+}
+
+// Durations of the suite; the clock is moved, never waited on.
+const (
+	lease     = 2 * time.Minute
+	ttl       = time.Hour
+	retention = 24 * time.Hour
+	skew      = time.Minute
+)
+
+var keyCounter atomic.Int64
+
+// newKey returns a key unique to this process run, so that backends that
+// share storage between subtests still see fresh keys.
+func newKey() string {
+	return fmt.Sprintf("idemtest-%d-%06d", time.Now().UnixNano(), keyCounter.Add(1))
+}
+
+func hashOf(t *testing.T, payload string) idem.Hash {
+	t.Helper()
+	h, err := idem.CanonicalJSONSHA256([]byte(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func claim(t *testing.T, ref idem.Ref, owner string) idem.Claim {
+	return idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hashOf(t, `{"a":1}`), Owner: owner, Lease: lease, Retention: retention}
+}
+
+func completion(ref idem.Ref, owner, response string) idem.Completion {
+	return idem.Completion{Ref: ref, Owner: owner, Response: []byte(response), TTL: ttl, Retention: retention}
+}
+
+func mustClaim(t *testing.T, b idem.Backend, c idem.Claim) {
+	t.Helper()
+	held, err := b.Claim(context.Background(), c)
+	if err != nil {
+		t.Fatalf("Claim: %v", err)
+	}
+	if held != nil {
+		t.Fatalf("Claim of a free key returned a holder %+v", held)
+	}
+}
+
+func mustGet(t *testing.T, b idem.Backend, ref idem.Ref) *idem.Entry {
+	t.Helper()
+	e, err := b.Get(context.Background(), ref)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	return e
+}
+
+func testClaimGetComplete(t *testing.T, h Harness) {
+	ctx := context.Background()
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	if e := mustGet(t, h.Backend, ref); e != nil {
+		t.Fatalf("Get of an unknown key = %+v, want nil", e)
+	}
+	c := claim(t, ref, "owner-1")
+	mustClaim(t, h.Backend, c)
+
+	e := mustGet(t, h.Backend, ref)
+	if e == nil || e.Response != nil || e.Operation != c.Operation || e.Hash != c.Hash {
+		t.Fatalf("Get after Claim = %+v, want the in-flight entry", e)
+	}
+	if d := e.ExpiresAt.Sub(e.Now); d <= 0 || d > lease {
+		t.Fatalf("in-flight ExpiresAt is %v after Now, want within the %v lease", d, lease)
+	}
+	held, err := h.Backend.Claim(ctx, claim(t, ref, "owner-2"))
+	if err != nil || held == nil || held.Response != nil {
+		t.Fatalf("second Claim = %+v, %v; want the in-flight holder", held, err)
+	}
+
+	if err := h.Backend.Complete(ctx, completion(ref, "owner-1", `{"media_buy_id":"mb_1"}`)); err != nil {
+		t.Fatalf("Complete by the owner: %v", err)
+	}
+	e = mustGet(t, h.Backend, ref)
+	if e == nil || string(e.Response) != `{"media_buy_id":"mb_1"}` {
+		t.Fatalf("Get after Complete = %+v, want the stored response", e)
+	}
+	if d := e.ExpiresAt.Sub(e.Now); d <= ttl-time.Minute || d > ttl {
+		t.Fatalf("completed ExpiresAt is %v after Now, want the %v TTL", d, ttl)
+	}
+	held, err = h.Backend.Claim(ctx, claim(t, ref, "owner-3"))
+	if err != nil || held == nil || string(held.Response) != `{"media_buy_id":"mb_1"}` {
+		t.Fatalf("Claim of a completed key = %+v, %v; want the completed entry", held, err)
+	}
+}
+
+func testOwnership(t *testing.T, h Harness) {
+	ctx := context.Background()
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	mustClaim(t, h.Backend, claim(t, ref, "owner-1"))
+
+	if err := h.Backend.Complete(ctx, completion(ref, "intruder", `"stolen"`)); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Complete by a non-owner: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Release(ctx, ref, "intruder"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Release by a non-owner: %v, want ErrNotOwner", err)
+	}
+	if e := mustGet(t, h.Backend, ref); e == nil || e.Response != nil {
+		t.Fatalf("after a non-owner's attempts: %+v, want the untouched in-flight entry", e)
+	}
+	if err := h.Backend.Release(ctx, ref, "owner-1"); err != nil {
+		t.Fatalf("Release by the owner: %v", err)
+	}
+	if e := mustGet(t, h.Backend, ref); e != nil {
+		t.Fatalf("after Release: %+v, want no entry", e)
+	}
+	if err := h.Backend.Complete(ctx, completion(ref, "owner-1", `1`)); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Complete after Release: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Release(ctx, ref, "owner-1"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("second Release: %v, want ErrNotOwner", err)
+	}
+
+	// A completed entry can be neither completed again nor released.
+	mustClaim(t, h.Backend, claim(t, ref, "owner-2"))
+	if err := h.Backend.Complete(ctx, completion(ref, "owner-2", `"first"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Backend.Complete(ctx, completion(ref, "owner-2", `"second"`)); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("second Complete: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Release(ctx, ref, "owner-2"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Release of a completed entry: %v, want ErrNotOwner", err)
+	}
+	if e := mustGet(t, h.Backend, ref); e == nil || string(e.Response) != `"first"` {
+		t.Fatalf("completed entry = %+v, want the first response kept", e)
+	}
+}
+
+func testLeaseTakeover(t *testing.T, h Harness) {
+	ctx := context.Background()
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	mustClaim(t, h.Backend, claim(t, ref, "crashed"))
+
+	h.Advance(lease - time.Second)
+	if held, err := h.Backend.Claim(ctx, claim(t, ref, "early")); err != nil || held == nil {
+		t.Fatalf("Claim within the lease = %+v, %v; want the holder", held, err)
+	}
+	h.Advance(2 * time.Second)
+	mustClaim(t, h.Backend, claim(t, ref, "successor"))
+
+	// The stale owner can no longer touch the key.
+	if err := h.Backend.Complete(ctx, completion(ref, "crashed", `"stale"`)); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Complete by the stale owner: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Release(ctx, ref, "crashed"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Release by the stale owner: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Complete(ctx, completion(ref, "successor", `"fresh"`)); err != nil {
+		t.Fatalf("Complete by the successor: %v", err)
+	}
+	if e := mustGet(t, h.Backend, ref); e == nil || string(e.Response) != `"fresh"` {
+		t.Fatalf("entry = %+v, want the successor's response", e)
+	}
+}
+
+func testTTLAndTombstone(t *testing.T, h Harness) {
+	ctx := context.Background()
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	mustClaim(t, h.Backend, claim(t, ref, "owner"))
+	if err := h.Backend.Complete(ctx, completion(ref, "owner", `"answer"`)); err != nil {
+		t.Fatal(err)
+	}
+	h.Advance(ttl + skew + time.Second) // past the replay window: a tombstone
+	e := mustGet(t, h.Backend, ref)
+	if e == nil || !e.Now.After(e.ExpiresAt.Add(skew)) {
+		t.Fatalf("entry past its TTL = %+v, want it kept with Now past ExpiresAt+skew", e)
+	}
+	if held, err := h.Backend.Claim(ctx, claim(t, ref, "retry")); err != nil || held == nil {
+		t.Fatalf("Claim of a tombstone = %+v, %v; want the tombstone to hold the key", held, err)
+	}
+	h.Advance(retention) // past retention: the key is free
+	mustClaim(t, h.Backend, claim(t, ref, "much-later"))
+}
+
+func testSweep(t *testing.T, h Harness) {
+	ctx := context.Background()
+	old := make([]idem.Ref, 5)
+	for i := range old {
+		old[i] = idem.Ref{Principal: "alice", Key: newKey()}
+		mustClaim(t, h.Backend, claim(t, old[i], "o"))
+		if err := h.Backend.Complete(ctx, completion(old[i], "o", `1`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Advance(ttl + retention + time.Second)
+	fresh := idem.Ref{Principal: "alice", Key: newKey()}
+	mustClaim(t, h.Backend, claim(t, fresh, "o"))
+	if err := h.Backend.Complete(ctx, completion(fresh, "o", `2`)); err != nil {
+		t.Fatal(err)
+	}
+	deleted := 0
+	for range 10 {
+		n, err := h.Backend.Sweep(ctx, retention, 2)
+		if err != nil {
+			t.Fatalf("Sweep: %v", err)
+		}
+		if n > 2 {
+			t.Fatalf("Sweep with limit 2 deleted %d", n)
+		}
+		deleted += n
+		if n == 0 {
+			break
+		}
+	}
+	// Backends that expire entries by themselves may have nothing left to
+	// sweep; either way the old entries are gone and the fresh one stays.
+	for _, ref := range old {
+		if e := mustGet(t, h.Backend, ref); e != nil {
+			t.Fatalf("entry past retention still there after Sweep (deleted %d): %+v", deleted, e)
+		}
+	}
+	if e := mustGet(t, h.Backend, fresh); e == nil {
+		t.Fatal("Sweep deleted an entry within its TTL")
+	}
+}
+
+func testBackendIsolation(t *testing.T, h Harness) {
+	key := newKey()
+	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "alice", Key: key}, "a"))
+	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "bob", Key: key}, "b"))
+	// Principals that could collide if a backend joined the two strings
+	// naively.
+	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
+	if e := mustGet(t, h.Backend, idem.Ref{Principal: "carol", Key: key}); e != nil {
+		t.Fatalf("carol sees %+v under alice's key", e)
+	}
+}
+
+func testConcurrentClaims(t *testing.T, h Harness) {
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	const n = 64
+	var wg sync.WaitGroup
+	var won, held, failed atomic.Int32
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			e, err := h.Backend.Claim(context.Background(), claim(t, ref, fmt.Sprint("owner-", i)))
+			switch {
+			case err != nil:
+				failed.Add(1)
+				t.Errorf("Claim: %v", err)
+			case e == nil:
+				won.Add(1)
+			default:
+				held.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if won.Load() != 1 || held.Load() != n-1 {
+		t.Fatalf("%d of %d concurrent claims won, %d saw a holder, %d failed; want exactly 1 winner", won.Load(), n, held.Load(), failed.Load())
+	}
+}
+
+// Through idem.Do.
+
+type answer struct {
+	MediaBuyID string `json:"media_buy_id"`
+	Run        int64  `json:"run"`
+}
+
+func guard(t *testing.T, h Harness, cfg idem.Config) *idem.Guard {
+	t.Helper()
+	cfg.TTL, cfg.TombstoneRetention, cfg.Lease = ttl, retention, lease
+	if cfg.Limiter == nil {
+		cfg.Limiter = idem.Unlimited
+	}
+	g, err := idem.New(h.Backend, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func req(principal, key, payload string) idem.Request {
+	return idem.Request{Principal: principal, Key: key, Operation: "create_media_buy", Payload: json.RawMessage(payload)}
+}
+
+// counter is a handler that counts its runs.
+type counter struct{ runs atomic.Int64 }
+
+func (c *counter) handle(context.Context) (answer, error) {
+	n := c.runs.Add(1)
+	return answer{MediaBuyID: fmt.Sprint("mb_", n), Run: n}, nil
+}
+
+func testDoOutcomes(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var c counter
+	key := newKey()
+	first, err := idem.Do(ctx, g, req("alice", key, `{"budget":5000,"context":{"id":1}}`), c.handle)
+	if err != nil || first.Replayed || first.Value.Run != 1 {
+		t.Fatalf("first call = %+v, %v", first, err)
+	}
+	again, err := idem.Do(ctx, g, req("alice", key, `{"context":{"id":2},"budget":5000.0}`), c.handle)
+	if err != nil || !again.Replayed || again.Value != first.Value || string(again.Response) != string(first.Response) {
+		t.Fatalf("replay = %+v (%s), %v; want %+v (%s) replayed", again, again.Response, err, first, first.Response)
+	}
+	_, err = idem.Do(ctx, g, req("alice", key, `{"budget":25000}`), c.handle)
+	if !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("changed payload: %v, want ErrConflict", err)
+	}
+	other := req("alice", key, `{"budget":5000}`)
+	other.Operation = "update_media_buy"
+	if _, err := idem.Do(ctx, g, other, c.handle); !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("another operation: %v, want ErrConflict", err)
+	}
+	if _, err := idem.Do(ctx, g, req("alice", "short", `{}`), c.handle); !errors.Is(err, idem.ErrInvalidKey) {
+		t.Fatalf("malformed key: %v, want ErrInvalidKey", err)
+	}
+	if _, err := idem.Do(ctx, g, req("", newKey(), `{}`), c.handle); !errors.Is(err, idem.ErrMissingPrincipal) {
+		t.Fatalf("no principal: %v, want ErrMissingPrincipal", err)
+	}
+	if n := c.runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times, want 1", n)
+	}
+}
+
+func testDoExpiry(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var c counter
+	key := newKey()
+	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
+		t.Fatal(err)
+	}
+	h.Advance(ttl + skew - time.Second)
+	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
+		t.Fatalf("within TTL+skew: %+v, %v; want a replay", res, err)
+	}
+	h.Advance(2 * time.Second)
+	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, idem.ErrExpired) {
+		t.Fatalf("past TTL+skew: %v, want ErrExpired", err)
+	}
+	h.Advance(retention)
+	res, err := idem.Do(ctx, g, req("alice", key, `{"new":true}`), c.handle)
+	if err != nil || res.Replayed || res.Value.Run != 2 {
+		t.Fatalf("past retention: %+v, %v; want a fresh run", res, err)
+	}
+}
+
+func testDoFailure(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var c counter
+	key := newKey()
+	boom := errors.New("ad server unavailable")
+	_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { return answer{}, boom })
+	if !errors.Is(err, boom) {
+		t.Fatalf("handler error: %v, want it returned as is", err)
+	}
+	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: key}); e != nil {
+		t.Fatalf("after a handler error the key holds %+v, want it released", e)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != "bug" {
+				t.Fatalf("recovered %v, want the handler's panic", r)
+			}
+		}()
+		_, _ = idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { panic("bug") })
+	}()
+	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: key}); e != nil {
+		t.Fatalf("after a panic the key holds %+v, want it released", e)
+	}
+	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	if err != nil || res.Replayed || res.Value.Run != 1 {
+		t.Fatalf("retry after failures: %+v, %v; want a fresh run", res, err)
+	}
+}
+
+func testDoConcurrent(t *testing.T, h Harness) {
+	g := guard(t, h, idem.Config{WaitLimit: time.Minute})
+	key := newKey()
+	var runs atomic.Int32
+	const n = 64
+	results := make([]idem.Result[answer], n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = idem.Do(context.Background(), g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
+				runs.Add(1)
+				time.Sleep(20 * time.Millisecond) // let the others pile up
+				return answer{MediaBuyID: "mb_only"}, nil
+			})
+		})
+	}
+	close(start)
+	wg.Wait()
+	fresh := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("caller %d: %v", i, errs[i])
+		}
+		if results[i].Value.MediaBuyID != "mb_only" {
+			t.Fatalf("caller %d got %+v", i, results[i].Value)
+		}
+		if !results[i].Replayed {
+			fresh++
+		}
+	}
+	if runs.Load() != 1 || fresh != 1 {
+		t.Fatalf("%d runs, %d fresh answers among %d callers; want 1 and 1", runs.Load(), fresh, n)
+	}
+}
+
+func testDoInFlight(t *testing.T, h Harness) {
+	ctx := context.Background()
+	key := newKey()
+	running, finish := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	g := guard(t, h, idem.Config{WaitLimit: time.Hour})
+	go func() {
+		_, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
+			close(running)
+			<-finish
+			return answer{MediaBuyID: "mb_1"}, nil
+		})
+		first <- err
+	}()
+	<-running
+
+	// A different payload conflicts at once, even with an hour to wait: this
+	// call returns while the first handler is still blocked.
+	if _, err := idem.Do(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle); !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("different payload while in flight: %v, want ErrConflict", err)
+	}
+	// RejectInFlight answers at once, with a retry hint.
+	reject := guard(t, h, idem.Config{Duplicates: idem.RejectInFlight})
+	_, err := idem.Do(ctx, reject, req("alice", key, `{"budget":1}`), (&counter{}).handle)
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrInFlight) || !errors.As(err, &e) || e.RetryAfter <= 0 || e.Code != idem.CodeIdempotencyInFlight {
+		t.Fatalf("RejectInFlight: %v, want IDEMPOTENCY_IN_FLIGHT with a retry hint", err)
+	}
+	// WaitThenReplay gives up after its limit.
+	short := guard(t, h, idem.Config{WaitLimit: 30 * time.Millisecond})
+	if _, err := idem.Do(ctx, short, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, idem.ErrInFlight) {
+		t.Fatalf("wait limit exceeded: %v, want ErrInFlight", err)
+	}
+	// A cancelled wait returns the context's error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := idem.Do(cctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v, want context.Canceled", err)
+	}
+	// A waiter gets the answer once the first request completes.
+	waiter := make(chan idem.Result[answer], 1)
+	go func() {
+		res, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle)
+		if err != nil {
+			t.Errorf("waiting duplicate: %v", err)
+		}
+		waiter <- res
+	}()
+	close(finish)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if res := <-waiter; !res.Replayed || res.Value.MediaBuyID != "mb_1" {
+		t.Fatalf("waiting duplicate = %+v, want the replayed answer", res)
+	}
+}
+
+func testDoLeaseTakeover(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{Duplicates: idem.RejectInFlight})
+	key := newKey()
+	running, finish := make(chan struct{}), make(chan struct{})
+	stale := make(chan error, 1)
+	go func() {
+		_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
+			close(running)
+			<-finish
+			return answer{MediaBuyID: "mb_stale"}, nil
+		})
+		stale <- err
+	}()
+	<-running
+	h.Advance(lease + time.Second) // the first owner is presumed dead
+	var c counter
+	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	if err != nil || res.Replayed || res.Value.Run != 1 {
+		t.Fatalf("after the lease ended: %+v, %v; want a fresh run", res, err)
+	}
+	close(finish)
+	if err := <-stale; !errors.Is(err, idem.ErrStorage) || !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("the stale owner's completion: %v, want a storage error wrapping ErrNotOwner", err)
+	}
+	replay, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	if err != nil || !replay.Replayed || replay.Value != res.Value {
+		t.Fatalf("replay = %+v, %v; want the successor's answer %+v", replay, err, res.Value)
+	}
+}
+
+func testDoRateLimit(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{Limiter: idem.NewLimiter(0.001, 1)})
+	var c counter
+	key := newKey()
+	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
+		t.Fatal(err)
+	}
+	limited := newKey()
+	_, err := idem.Do(ctx, g, req("alice", limited, `{}`), c.handle)
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter <= 0 {
+		t.Fatalf("second new key: %v, want RATE_LIMITED with a retry hint", err)
+	}
+	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: limited}); e != nil {
+		t.Fatalf("a rate-limited request left %+v", e)
+	}
+	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
+		t.Fatalf("replay while limited: %+v, %v; replays are not limited", res, err)
+	}
+	if c.runs.Load() != 1 {
+		t.Fatalf("handler ran %d times, want 1", c.runs.Load())
+	}
+}
+
+func testDoIsolation(t *testing.T, h Harness) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var c counter
+	key := newKey()
+	a, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), c.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := idem.Do(ctx, g, req("bob", key, `{"budget":2}`), c.handle)
+	if err != nil || a.Replayed || b.Replayed || a.Value == b.Value {
+		t.Fatalf("alice %+v, bob %+v (%v): want two fresh runs", a, b, err)
+	}
+}
