@@ -28,12 +28,15 @@ type Backend interface {
 	// completed and its ExpiresAt lies more than c.Retention in the past.
 	// It returns nil when the claim was taken, and otherwise the entry that
 	// holds the key. Claim must be atomic: of concurrent claims on one key,
-	// exactly one gets nil.
+	// exactly one gets nil. A claim resent by its own owner while that claim
+	// is live (after a lost reply) may get nil again.
 	Claim(ctx context.Context, c Claim) (*Entry, error)
 
 	// Complete stores c.Response as the answer for c.Ref, replayed for c.TTL
 	// from now, if c.Owner still owns the in-flight entry. Otherwise it
-	// changes nothing and returns an error matching [ErrNotOwner].
+	// changes nothing and returns an error matching [ErrNotOwner]. A
+	// completion resent by the owner with the same response after a lost
+	// reply may succeed again.
 	Complete(ctx context.Context, c Completion) error
 
 	// Release deletes ref's in-flight entry if owner still owns it, so that

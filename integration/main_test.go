@@ -47,6 +47,18 @@ func run(m *testing.M) int {
 		return 0
 	}
 	databaseURL = url
+	rurl, rstop, err := startRedis(ctx) // redis_test.go
+	if rstop != nil {
+		defer rstop()
+	}
+	if err != nil {
+		if os.Getenv("IDEM_REQUIRE_DOCKER") == "1" {
+			log.Printf("integration: FAIL: no Redis (IDEM_REQUIRE_DOCKER=1): %v", err)
+			return 1
+		}
+		log.Printf("integration: SKIP: the Redis tests, no Redis (run Docker): %v", err)
+	}
+	redisURL = rurl
 	return m.Run()
 }
 
