@@ -6,7 +6,7 @@ SQLC         := $(BIN)/sqlc-$(SQLC_VERSION)
 GO           ?= go
 SHELL        := /bin/bash
 
-.PHONY: all test unit integration vet verify generate fuzz clean
+.PHONY: all test unit integration vet verify generate fuzz compliance run clean
 
 all: verify test
 
@@ -16,7 +16,7 @@ test: vet unit integration
 
 vet:
 	$(GO) vet ./...
-	cd integration && $(GO) vet ./...
+	cd integration && $(GO) vet ./... && $(GO) vet -tags compliance ./...
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: the files above need formatting"; exit 1; }
 
 unit:
@@ -29,18 +29,37 @@ integration:
 	@! grep -q -- '--- SKIP' integration.log || { echo "integration: skipped tests count as failures"; exit 1; }
 	@! grep -q 'integration: SKIP' integration.log || { echo "integration: no database; set IDEM_REQUIRE_DOCKER=1 to fail early"; exit 1; }
 
-## generate: regenerate db/ from queries/ and migrations/ with the pinned sqlc.
+# sqlc's inputs and outputs (see sqlc.yaml); each output folder keeps a
+# hand-written doc.go and nothing else that is not generated.
+SQLC_INPUTS  := sqlc.yaml migrations queries internal/seller/schema internal/seller/queries
+SQLC_OUTPUTS := db internal/seller/sellerdb
+
+## run: the reference seller (memory storage; see cmd/adcp-seller for flags).
+run:
+	$(GO) run ./cmd/adcp-seller -dev
+
+## compliance: the official AdCP idempotency storyboard against the reference
+## seller, in memory mode and in Postgres mode (testcontainers); fails unless
+## every step passes and none is skipped.
+PEER_DIR ?= $(abspath ../shared/peer)
+compliance:
+	$(PEER_DIR)/setup
+	set -o pipefail; cd integration && ADCP_PEER_DIR=$(PEER_DIR) $(GO) test -tags compliance -count=1 -v -run TestComplianceStoryboard ./... 2>&1 | \
+		tee $(CURDIR)/compliance.log | grep -E '^\s*(--- |ok|FAIL)|storyboard|passed|failed|skipped'
+
+## generate: regenerate the sqlc output from scratch with the pinned sqlc.
 generate: $(SQLC)
-	find db -name '*.go' ! -name doc.go -delete
+	find $(SQLC_OUTPUTS) -name '*.go' ! -name doc.go -delete
 	$(SQLC) generate
 
-## verify: fail when db/ differs from what the pinned sqlc generates.
+## verify: fail when the committed sqlc output differs from what the pinned
+## sqlc generates.
 verify: $(SQLC)
 	@tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
-		cp -r sqlc.yaml migrations queries $$tmp/ && mkdir $$tmp/db && \
-		(cd $$tmp && $(SQLC) generate) && cp db/doc.go $$tmp/db/ && \
-		if diff -r db $$tmp/db; then echo "verify: db/ is exactly what sqlc $(SQLC_VERSION) generates"; \
-		else echo "verify: db/ differs from sqlc output; run make generate"; exit 1; fi
+		tar -c $(SQLC_INPUTS) $(addsuffix /doc.go,$(SQLC_OUTPUTS)) | tar -x -C $$tmp && \
+		(cd $$tmp && $(SQLC) generate) && \
+		for d in $(SQLC_OUTPUTS); do diff -r $$d $$tmp/$$d || { echo "verify: $$d differs from sqlc output; run make generate"; exit 1; }; done && \
+		echo "verify: $(SQLC_OUTPUTS) are exactly what sqlc $(SQLC_VERSION) generates"
 
 $(SQLC):
 	@mkdir -p $(BIN)

@@ -1,0 +1,133 @@
+// Command adcp-seller is the reference AdCP seller agent built on this
+// library: MCP over streamable HTTP at /mcp, with get_adcp_capabilities,
+// create_media_buy, get_media_buys and comply_test_controller.
+//
+//	go run ./cmd/adcp-seller -addr 127.0.0.1:8080 [-database-url URL] [-tokens principal=token,...] [-dev]
+//
+// Without -database-url it keeps everything in memory (memstore); with it,
+// media buys, webhook events and idempotent answers commit together in
+// Postgres. Without -tokens it makes up a development token and prints it
+// with the MCP URL. -dev allows http:// and loopback webhook URLs, which the
+// compliance runner's receiver uses.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/internal/seller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "adcp-seller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
+	dbURL := flag.String("database-url", os.Getenv("DATABASE_URL"), "Postgres URL; empty keeps everything in memory (env DATABASE_URL)")
+	tokens := flag.String("tokens", os.Getenv("ADCP_SELLER_TOKENS"), "accepted bearer tokens as principal=token,... (env ADCP_SELLER_TOKENS); empty makes up a dev token")
+	dev := flag.Bool("dev", false, "development mode: allow http:// and loopback webhook URLs")
+	ttl := flag.Duration("replay-ttl", 24*time.Hour, "idempotency replay window (1h to 168h)")
+	rate := flag.Float64("insert-rate", 60, "new idempotency keys per second per principal (bursts of 5x); 0 disables the limit")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	tokenMap, devToken, err := parseTokens(*tokens)
+	if err != nil {
+		return err
+	}
+	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl}}
+	switch {
+	case *rate > 0:
+		cfg.Idempotency.Limiter = idem.NewLimiter(*rate, max(1, int(*rate*5)))
+	default:
+		cfg.Idempotency.Limiter = idem.Unlimited
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if *dbURL != "" {
+		pool, err := pgxpool.New(ctx, *dbURL)
+		if err != nil {
+			return fmt.Errorf("database: %w", err)
+		}
+		defer pool.Close()
+		cfg.DB = pool
+	}
+	s, err := seller.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	s.Start()
+	defer s.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	url := "http://" + ln.Addr().String() + "/mcp"
+	fmt.Printf("adcp-seller: serving MCP at %s (storage: %s)\n", url, s.Mode())
+	if devToken != "" {
+		fmt.Printf("adcp-seller: dev token (principal %q): %s\n", "dev", devToken)
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// parseTokens reads principal=token pairs; with none it makes up a token
+// for the principal "dev".
+func parseTokens(spec string) (map[string]string, string, error) {
+	m := map[string]string{}
+	for _, pair := range strings.Split(spec, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		principal, token, ok := strings.Cut(pair, "=")
+		if !ok || principal == "" || token == "" {
+			return nil, "", fmt.Errorf("-tokens: %q is not principal=token", pair)
+		}
+		if _, dup := m[token]; dup {
+			return nil, "", errors.New("-tokens: a token is listed twice")
+		}
+		m[token] = principal
+	}
+	if len(m) > 0 {
+		return m, "", nil
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	token := "dev_" + hex.EncodeToString(b)
+	m[token] = "dev"
+	return m, token, nil
+}

@@ -1,0 +1,204 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/internal/seller"
+	"github.com/adcp-go/idempotency/internal/sellertest"
+)
+
+func newSeller(t *testing.T, pool *pgxpool.Pool) *seller.Seller {
+	t.Helper()
+	s, err := seller.New(context.Background(), seller.Config{
+		Tokens: sellertest.Tokens(), DB: pool, AllowLoopbackWebhooks: true,
+		Idempotency: &idem.Config{Limiter: idem.Unlimited}, DispatchInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// The seller in Postgres mode, over real MCP: the storyboard's scenarios,
+// concurrent creates with one key, isolation, webhooks once.
+func TestPostgresSeller(t *testing.T) {
+	t.Parallel()
+	pool := newSchema(t)
+	s := newSeller(t, pool)
+	sellertest.Run(t, sellertest.Env{
+		URL:      sellertest.Start(t, s),
+		Receiver: sellertest.NewReceiver(t),
+		Count: func(p string) int {
+			n, err := s.MediaBuyCount(context.Background(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
+	})
+	// Every committed media buy has its stored answer, and vice versa.
+	orphans := count(t, pool, `SELECT count(*) FROM seller_media_buys b WHERE NOT EXISTS (
+		SELECT 1 FROM idempotency_keys k WHERE convert_from(k.response, 'UTF8')::jsonb->>'media_buy_id' = b.media_buy_id)`)
+	if orphans != 0 {
+		t.Fatalf("%d media buys without a stored idempotent answer", orphans)
+	}
+}
+
+// buildSeller compiles cmd/adcp-seller once per test binary.
+var buildSeller = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "adcp-seller-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "adcp-seller")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/adcp-go/idempotency/cmd/adcp-seller").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+var servingLine = regexp.MustCompile(`serving MCP at (http://\S+)`)
+
+// sellerProcess starts the real command on a free loopback port and returns
+// its MCP URL.
+func sellerProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	bin, err := buildSeller()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	m := servingLine.FindStringSubmatch(line)
+	if err != nil || m == nil {
+		t.Fatalf("seller printed %q (%v)", line, err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return cmd, m[1]
+}
+
+// A seller killed after a media buy committed but before its webhook was
+// delivered delivers it after a restart, once.
+func TestSellerDeliversWebhookAfterCrash(t *testing.T) {
+	t.Parallel()
+	pool := newSchema(t)
+	dsn := pool.Config().ConnString()
+	tokens := "p1=" + sellertest.Token
+	receiver := sellertest.NewReceiver(t)
+	receiver.SetStatus(http.StatusServiceUnavailable) // nothing gets through yet
+
+	first, url := sellerProcess(t, "-database-url", dsn, "-tokens", tokens, "-dev")
+	cs := sellertest.Connect(t, url, sellertest.Token)
+	key := "crash-webhook-" + randomID(8)
+	hook := "/step/create_media_buy_initial/op-" + key
+	created := sellertest.Call(t, cs, "create_media_buy", sellertest.CreateArgs(key, 5000, receiver.URL(hook), "crash"))
+	if created.IsError {
+		t.Fatalf("create: %s", created.Raw)
+	}
+	// Committed, with its event in the outbox; wait for a failed attempt so
+	// the kill lands between commit and delivery.
+	waitFor(t, func() bool {
+		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox WHERE attempts > 0 AND delivered_at IS NULL`) == 1
+	})
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+	if n := len(receiver.Deliveries(hook)); n != 0 {
+		t.Fatalf("%d deliveries before the restart", n)
+	}
+
+	receiver.SetStatus(0)
+	_, url2 := sellerProcess(t, "-database-url", dsn, "-tokens", tokens, "-dev")
+	events := receiver.WaitFor(t, hook, 1)
+	if r, _ := events[0]["result"].(map[string]any); r["media_buy_id"] != created.Body["media_buy_id"] {
+		t.Fatalf("delivered event = %v", events[0])
+	}
+	// The replay after the restart answers from the store and sends nothing.
+	replay := sellertest.Call(t, sellertest.Connect(t, url2, sellertest.Token), "create_media_buy",
+		sellertest.CreateArgs(key, 5000, receiver.URL(hook), "after-restart"))
+	if replay.Body["replayed"] != true || replay.Body["media_buy_id"] != created.Body["media_buy_id"] {
+		t.Fatalf("replay after restart = %s", replay.Raw)
+	}
+	waitFor(t, func() bool {
+		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox WHERE delivered_at IS NOT NULL`) == 1
+	})
+	if b, o := count(t, pool, `SELECT count(*) FROM seller_media_buys`), count(t, pool, `SELECT count(*) FROM seller_webhook_outbox`); b != 1 || o != 1 {
+		t.Fatalf("%d media buys, %d outbox events; want 1 and 1", b, o)
+	}
+	if n := len(receiver.Deliveries(hook)); n != 1 {
+		t.Fatalf("%d deliveries, want 1", n)
+	}
+}
+
+// Two seller processes on one database: concurrent creates with one key
+// make one media buy.
+func TestTwoSellerProcessesOneKey(t *testing.T) {
+	t.Parallel()
+	pool := newSchema(t)
+	dsn := pool.Config().ConnString()
+	tokens := "p1=" + sellertest.Token
+	_, urlA := sellerProcess(t, "-database-url", dsn, "-tokens", tokens)
+	_, urlB := sellerProcess(t, "-database-url", dsn, "-tokens", tokens)
+	key := "two-processes-" + randomID(8)
+	const n = 10
+	ids := make([]any, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		cs := sellertest.Connect(t, []string{urlA, urlB}[i%2], sellertest.Token)
+		wg.Go(func() {
+			a, err := sellertest.TryCall(cs, "create_media_buy", sellertest.CreateArgs(key, 5000, "", fmt.Sprint(i)))
+			if err != nil || a.IsError {
+				t.Errorf("caller %d: %v %s", i, err, a.Raw)
+				return
+			}
+			ids[i] = a.Body["media_buy_id"]
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if ids[i] != ids[0] {
+			t.Fatalf("callers got %v and %v", ids[0], ids[i])
+		}
+	}
+	if b := count(t, pool, `SELECT count(*) FROM seller_media_buys`); b != 1 {
+		t.Fatalf("%d media buys, want 1", b)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

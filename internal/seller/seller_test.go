@@ -1,0 +1,35 @@
+package seller_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/internal/seller"
+	"github.com/adcp-go/idempotency/internal/sellertest"
+)
+
+// The seller in memory mode, over real MCP.
+func TestMemorySeller(t *testing.T) {
+	s, err := seller.New(context.Background(), seller.Config{
+		Tokens: sellertest.Tokens(), AllowLoopbackWebhooks: true,
+		Idempotency: &idem.Config{Limiter: idem.Unlimited},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Close()
+	url := sellertest.Start(t, s)
+	sellertest.Run(t, sellertest.Env{
+		URL:      url,
+		Receiver: sellertest.NewReceiver(t),
+		Count: func(p string) int {
+			n, err := s.MediaBuyCount(context.Background(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
+	})
+}
