@@ -14,9 +14,13 @@ all: verify test
 ## through testcontainers-go), all under the race detector.
 test: vet unit integration
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	$(GO) vet ./...
 	cd integration && $(GO) vet ./... && $(GO) vet -tags compliance ./...
+	$(GO) run $(STATICCHECK) ./...
+	cd integration && $(GO) run $(STATICCHECK) -tags compliance ./...
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: the files above need formatting"; exit 1; }
 
 unit:

@@ -100,6 +100,7 @@ type Error struct {
 	Field    string `json:"field,omitempty"`
 }
 
+// Error implements error.
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Mutating returns the handler of a mutating tool whose work runs through g

@@ -28,6 +28,7 @@ var Unlimited Limiter = unlimited{}
 
 type unlimited struct{}
 
+// Allow allows every request.
 func (unlimited) Allow(context.Context, string) (bool, time.Duration, error) { return true, 0, nil }
 
 // TokenBucket is the default [Limiter]: a token bucket per principal, refilled
