@@ -65,6 +65,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"Do/FirstCallReplayConflict", testDoOutcomes},
 		{"Do/ExpiredThenReusable", testDoExpiry},
 		{"Do/HandlerFailureReleases", testDoFailure},
+		{"Do/AnswerStoredAfterCallerLeaves", testDoCancelledAfterWork},
 		{"Do/ConcurrentDuplicatesRunOnce", testDoConcurrent},
 		{"Do/InFlightPolicies", testDoInFlight},
 		{"Do/LeaseTakeover", testDoLeaseTakeover},
@@ -451,6 +452,27 @@ func testDoFailure(t *testing.T, h Harness) {
 	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
 	if err != nil || res.Replayed || res.Value.Run != 1 {
 		t.Fatalf("retry after failures: %+v, %v; want a fresh run", res, err)
+	}
+}
+
+// A caller that goes away after the work is done must not lose its answer:
+// the work happened, so a retry must replay it.
+func testDoCancelledAfterWork(t *testing.T, h Harness) {
+	g := guard(t, h, idem.Config{})
+	var c counter
+	key := newKey()
+	ctx, cancel := context.WithCancel(context.Background())
+	res, err := idem.Do(ctx, g, req("alice", key, `{}`), func(ctx context.Context) (answer, error) {
+		a, err := c.handle(ctx)
+		cancel() // the client hangs up as the work finishes
+		return a, err
+	})
+	if err != nil || res.Value.Run != 1 {
+		t.Fatalf("Do whose caller left after the work: %+v, %v; want the answer", res, err)
+	}
+	replay, err := idem.Do(context.Background(), g, req("alice", key, `{}`), c.handle)
+	if err != nil || !replay.Replayed || replay.Value != res.Value {
+		t.Fatalf("retry = %+v, %v; want the stored answer", replay, err)
 	}
 }
 
