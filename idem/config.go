@@ -2,6 +2,7 @@ package idem
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"time"
 )
@@ -76,6 +77,11 @@ type Config struct {
 	// Defaults to 1000.
 	SweepBatch int
 
+	// Observe, if set, is called once per finished [RunInTx] or [Do] call
+	// with its operation, outcome and duration: the hook for metrics. It
+	// runs on the caller's goroutine, so it must be quick.
+	Observe func(ctx context.Context, o Observation)
+
 	// Now replaces the storage clock, for tests: with it set, the Postgres
 	// store passes Now() to its queries instead of using now(). Leave nil in
 	// production, where the database clock decides expiry.
@@ -89,6 +95,7 @@ type settings struct {
 	limiter                           Limiter
 	maxPayload, sweepBatch            int
 	now                               func() time.Time
+	observer                          func(context.Context, Observation)
 }
 
 func (c *Config) resolve() (settings, error) {
@@ -106,6 +113,7 @@ func (c *Config) resolve() (settings, error) {
 		maxPayload: cmp.Or(c.MaxPayloadBytes, 1<<20),
 		sweepBatch: cmp.Or(c.SweepBatch, 1000),
 		now:        c.Now,
+		observer:   c.Observe,
 	}
 	switch {
 	case s.ttl < MinTTL || s.ttl > MaxTTL:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"time"
 )
 
@@ -80,17 +81,18 @@ var adcpClass = map[error]struct {
 	code     Code
 	recovery Recovery
 	field    string
+	status   int // for HTTP transports
 }{
-	ErrMissingKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key"},
-	ErrInvalidKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key"},
-	ErrMissingPrincipal: {CodeAuthRequired, RecoveryCorrectable, ""},
-	ErrMissingOperation: {CodeInvalidRequest, RecoveryCorrectable, ""},
-	ErrInvalidPayload:   {CodeInvalidRequest, RecoveryCorrectable, ""},
-	ErrConflict:         {CodeIdempotencyConflict, RecoveryCorrectable, ""},
-	ErrInFlight:         {CodeIdempotencyInFlight, RecoveryTransient, ""},
-	ErrExpired:          {CodeIdempotencyExpired, RecoveryCorrectable, ""},
-	ErrRateLimited:      {CodeRateLimited, RecoveryTransient, ""},
-	ErrStorage:          {CodeServiceUnavailable, RecoveryTransient, ""},
+	ErrMissingKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key", http.StatusBadRequest},
+	ErrInvalidKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key", http.StatusBadRequest},
+	ErrMissingPrincipal: {CodeAuthRequired, RecoveryCorrectable, "", http.StatusUnauthorized},
+	ErrMissingOperation: {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
+	ErrInvalidPayload:   {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
+	ErrConflict:         {CodeIdempotencyConflict, RecoveryCorrectable, "", http.StatusConflict},
+	ErrInFlight:         {CodeIdempotencyInFlight, RecoveryTransient, "", http.StatusConflict},
+	ErrExpired:          {CodeIdempotencyExpired, RecoveryCorrectable, "", http.StatusUnprocessableEntity},
+	ErrRateLimited:      {CodeRateLimited, RecoveryTransient, "", http.StatusTooManyRequests},
+	ErrStorage:          {CodeServiceUnavailable, RecoveryTransient, "", http.StatusServiceUnavailable},
 }
 
 // Error is the error type for every condition with an AdCP code. Use
@@ -144,6 +146,12 @@ func (e *Error) Error() string {
 	return "idem: " + e.Message
 }
 
+// HTTPStatus is the HTTP status code for a REST transport: 400 for invalid
+// requests, 401 without a principal, 409 for conflicts and in-flight keys,
+// 422 for expired keys, 429 when rate limited, 503 for storage failures.
+// (MCP and A2A answer errors inside a 200 response instead.)
+func (e *Error) HTTPStatus() int { return adcpClass[e.kind].status }
+
 // Is reports whether target is the sentinel this error stands for.
 func (e *Error) Is(target error) bool { return target != nil && target == e.kind }
 
@@ -158,7 +166,10 @@ type WireError struct {
 	Message    string `json:"message"`
 	Recovery   string `json:"recovery,omitempty"`
 	Field      string `json:"field,omitempty"`
-	RetryAfter int    `json:"retry_after,omitempty"` // whole seconds, at least 1 when set
+	RetryAfter int    `json:"retry_after,omitempty"` // whole seconds in [1, 3600] when set
+	// Details repeats retry_after for IDEMPOTENCY_IN_FLIGHT, where AdCP's
+	// concurrent-retry rule reads it (error.details.retry_after).
+	Details map[string]any `json:"details,omitempty"`
 }
 
 // Wire returns the AdCP wire form of err. Errors of this package keep their
@@ -179,7 +190,10 @@ func Wire(err error) WireError {
 	w.Recovery = string(e.Recovery)
 	w.Field = e.Field
 	if e.RetryAfter > 0 {
-		w.RetryAfter = int(math.Ceil(e.RetryAfter.Seconds()))
+		w.RetryAfter = min(max(int(math.Ceil(e.RetryAfter.Seconds())), 1), 3600)
+		if e.Code == CodeIdempotencyInFlight {
+			w.Details = map[string]any{"retry_after": w.RetryAfter}
+		}
 	}
 	return w
 }

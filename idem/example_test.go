@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,12 +66,16 @@ func ExampleRunInTx() {
 		})
 		var ie *idem.Error
 		switch {
-		case errors.As(err, &ie):
+		case errors.As(err, &ie): // validation, conflict, in flight, expired, rate limited, storage
+			wire := idem.Wire(err)
+			if wire.RetryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(wire.RetryAfter))
+			}
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusConflict)
-			_ = json.NewEncoder(w).Encode(map[string]any{"adcp_error": idem.Wire(err)})
+			w.WriteHeader(ie.HTTPStatus())
+			_ = json.NewEncoder(w).Encode(map[string]any{"adcp_error": wire})
 			return
-		case err != nil:
+		case err != nil: // the handler's own error: nothing was stored
 			http.Error(w, "internal error", http.StatusInternalServerError)
 			return
 		}
@@ -80,4 +86,49 @@ func ExampleRunInTx() {
 			"replayed":     res.Replayed,
 		})
 	})
+}
+
+// Do runs any handler idempotently on a Backend; here Postgres outside the
+// handler's transaction, for work that calls another service.
+func ExampleDo() {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, "postgres://localhost/seller")
+	if err != nil {
+		panic(err)
+	}
+	guard, err := idem.New(&idem.PostgresBackend{DB: pool}, &idem.Config{Lease: 5 * time.Minute})
+	if err != nil {
+		panic(err)
+	}
+	res, err := idem.Do(ctx, guard, idem.Request{
+		Principal: "agency-42",
+		Key:       "5b1f7e0c-8a55-4c2e-9d0b-6f7c1a2e3d4f",
+		Operation: "sync_creatives",
+		Payload:   []byte(`{"creatives":[{"creative_id":"c1"}]}`),
+	}, func(ctx context.Context) (map[string]int, error) {
+		// Call the ad server. The lease must outlast this call.
+		return map[string]int{"synced": 1}, nil
+	})
+	if err != nil {
+		panic(err)
+	}
+	_ = res.Replayed
+}
+
+// Count outcomes per operation: a spike of in_flight means slow handlers or
+// lock contention, storage_error a database in trouble, conflict a buyer
+// reusing keys. expvar here; any metrics library works the same way.
+func ExampleConfig_observe() {
+	outcomes := expvar.NewMap("idempotency_outcomes")
+	latency := expvar.NewMap("idempotency_seconds_total")
+	store, err := idem.NewStore(&idem.Config{
+		Observe: func(_ context.Context, o idem.Observation) {
+			outcomes.Add(o.Operation+":"+string(o.Outcome), 1)
+			latency.AddFloat(o.Operation, o.Duration.Seconds())
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	_ = store
 }
