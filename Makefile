@@ -76,5 +76,35 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./idem -run '^$$' -fuzz FuzzCanonicalize -fuzztime $(FUZZTIME)
 
+## reliability: the reliability suite of docs/RELIABILITY.md at full size
+## (-tags chaos): crash matrices with 20 SIGKILLs per crash point, 20
+## terminated sessions per step, 5 Postgres stop and kill cycles, 20 storm
+## rounds, all under -race; then the 10-minute soak (SOAK) without -race, so
+## that its memory figures are a production build's; then each fuzz target
+## for FUZZTIME. Every step runs even if an earlier one failed; the target
+## fails at the end if any did. Result lines ("RELIABILITY ...") are printed
+## and collected in $(RELIABILITY_OUT)/figures.txt, full logs beside them.
+## IDEM_RELIABILITY_* variables resize any part (see
+## integration/reliability_test.go). About 15 minutes on 2 cores. `make test`
+## runs the same tests at a bounded size.
+.PHONY: reliability
+RELIABILITY_OUT ?= reliability-out
+SOAK ?= 10m
+reliability:
+	@mkdir -p $(RELIABILITY_OUT) && rm -f $(RELIABILITY_OUT)/figures.txt $(RELIABILITY_OUT)/fuzz.log
+	cd integration && $(GO) vet -tags chaos ./...
+	@set -o pipefail; out=$(abspath $(RELIABILITY_OUT)); failed=""; \
+	show() { tee "$$1" | grep -E '^(--- |ok|FAIL|panic)|RELIABILITY'; }; \
+	(cd integration && IDEM_RELIABILITY_FIGURES=$$out/figures.txt $(GO) test -race -tags chaos -count=1 -v -timeout 60m \
+		-run '^TestReliability' -skip '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/chaos.log) || failed="$$failed chaos"; \
+	(cd integration && IDEM_RELIABILITY_FIGURES=$$out/figures.txt IDEM_RELIABILITY_SOAK=$(SOAK) $(GO) test -tags chaos -count=1 -v -timeout 60m \
+		-run '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/soak.log) || failed="$$failed soak"; \
+	for target in idem:FuzzValidateKey idem:FuzzPrepare idem:FuzzCanonicalize adcpmcp:FuzzMutatingArguments; do \
+		pkg=$${target%%:*}; fn=$${target#*:}; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		($(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tee -a $$out/fuzz.log | tail -3) || failed="$$failed $$fn"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "reliability: failed:$$failed (logs in $(RELIABILITY_OUT)/)"; exit 1; fi; \
+	echo "reliability: all passed; figures in $(RELIABILITY_OUT)/figures.txt"
+
 clean:
 	rm -rf $(BIN) integration.log

@@ -142,20 +142,26 @@ func ReadOnly[Out any](opts *Options, h func(ctx context.Context, call *Call) (O
 	}
 }
 
+// topLevel holds the members of the arguments this package reads itself.
 type topLevel struct {
-	Key     json.RawMessage `json:"idempotency_key"`
-	Context json.RawMessage `json:"context"`
+	Key     json.RawMessage
+	Context json.RawMessage
 }
 
+// arguments reads the tool arguments. The member names are matched exactly,
+// as the hash's exclusion list matches them: encoding/json would also take
+// "IDEMPOTENCY_KEY" for a struct field, so the members go through a map.
 func arguments(req *mcp.CallToolRequest) (json.RawMessage, topLevel, error) {
 	var top topLevel
 	args := req.Params.Arguments
 	if len(bytes.TrimSpace(args)) == 0 {
 		args = json.RawMessage(`{}`)
 	}
-	if err := json.Unmarshal(args, &top); err != nil {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(args, &fields); err != nil || fields == nil {
 		return nil, top, &Error{Code: "INVALID_REQUEST", Message: "tool arguments must be a JSON object", Recovery: "correctable"}
 	}
+	top.Key, top.Context = fields["idempotency_key"], fields["context"]
 	return args, top, nil
 }
 

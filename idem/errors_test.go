@@ -50,3 +50,15 @@ func TestErrorMatchesItsSentinelOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestPrepareRejectsUnusablePrincipals(t *testing.T) {
+	for _, p := range []string{"", "a\x00b", "\xff\xfe", string(make([]byte, MaxPrincipalLen+1))} {
+		_, err := prepare(Request{Principal: p, Key: "key-0000000000000001", Operation: "op", Payload: []byte(`{}`)}, 1<<20)
+		if !errors.Is(err, ErrMissingPrincipal) {
+			t.Errorf("principal %q: %v, want ErrMissingPrincipal", p, err)
+		}
+	}
+	if _, err := prepare(Request{Principal: "agency/acme", Key: "key-0000000000000001", Operation: "op", Payload: []byte(`{}`)}, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+}

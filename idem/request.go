@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 )
 
 // Key length bounds from AdCP: ^[A-Za-z0-9_.:-]{16,255}$.
@@ -11,6 +13,10 @@ const (
 	MinKeyLen = 16
 	MaxKeyLen = 255
 )
+
+// MaxPrincipalLen bounds Request.Principal, in bytes. A principal must also
+// be valid UTF-8 without NUL bytes (Postgres text cannot hold them).
+const MaxPrincipalLen = 1024
 
 // ValidateKey reports whether key is a well-formed AdCP idempotency key:
 // 16 to 255 characters, each a letter, digit, '_', '.', ':' or '-'. It returns
@@ -80,6 +86,11 @@ type prepared struct {
 func prepare(r Request, maxPayload int) (prepared, error) {
 	if r.Principal == "" {
 		return prepared{}, newError(ErrMissingPrincipal, "the request has no authenticated principal")
+	}
+	if len(r.Principal) > MaxPrincipalLen || !utf8.ValidString(r.Principal) || strings.IndexByte(r.Principal, 0) >= 0 {
+		// Principals come from authentication, so this is a server bug; it
+		// fails closed, before any backend sees the value.
+		return prepared{}, newError(ErrMissingPrincipal, "the request's principal is not usable (over 1024 bytes, or not text)")
 	}
 	if err := ValidateKey(r.Key); err != nil {
 		return prepared{}, err

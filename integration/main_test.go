@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if child := os.Getenv(childEnv); child != "" {
 		runChild(child) // a crash-test child process: never returns
 	}
+	if spec := os.Getenv(chaosChildEnv); spec != "" {
+		runChaosChild(spec) // a crash-matrix child process (crash_test.go): never returns
+	}
 	os.Exit(run(m))
 }
 

@@ -112,8 +112,14 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 		s.guard, s.buys, s.outbox = g, newMemoryBuys(), newMemoryOutbox(s.poster)
 	}
 	s.server = s.newMCPServer()
+	// The HTTP body limit follows the payload limit, so that an oversized
+	// request is refused before the MCP SDK decodes it (several times).
+	maxPayload := 1 << 20
+	if cfg.Idempotency != nil && cfg.Idempotency.MaxPayloadBytes > 0 {
+		maxPayload = cfg.Idempotency.MaxPayloadBytes
+	}
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.server },
-		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, MaxRequestBodyBytes: int64(maxPayload) + 64<<10})
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
 		p, ok := cfg.Tokens[token]
 		if !ok {

@@ -39,6 +39,12 @@ func (p *poster) post(ctx context.Context, e event) error {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := p.client.Do(req)
 	if err != nil {
+		// A *url.Error prints the URL, which may carry the buyer's token in
+		// its path or query: keep it out of logs and the outbox table.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("webhook POST failed: %w", ue.Err)
+		}
 		return err
 	}
 	defer resp.Body.Close()
