@@ -76,6 +76,32 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./idem -run '^$$' -fuzz FuzzCanonicalize -fuzztime $(FUZZTIME)
 
+## bench: the benchmark suite of docs/BENCHMARKS.md: canonical hash and
+## memstore (no Docker), then the Postgres paths against a stock Postgres
+## container (testcontainers, as in `make integration`). Raw `go test -bench`
+## output goes to $(BENCH_OUT)/; the ratio table is printed at the end and
+## saved as $(BENCH_OUT)/ratios.md. BENCH_COUNT is the -count of the CPU
+## benchmarks and the rounds of the Postgres comparisons (which run their
+## sides in turn). About 14 minutes on 2 cores, 2 of them filling the
+## 10M-row table (BENCH_ROWS=1000000 skips it). Never under -race, and none
+## of it runs in `make test`.
+.PHONY: bench
+BENCH_OUT   ?= bench-out
+BENCH_COUNT ?= 5
+BENCH_ROWS  ?= 1000000,10000000
+BENCH_SWEEP_ROWS ?= 1000000
+bench:
+	@mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(GO) test ./idem -run '^$$' -bench CanonicalHash -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/canonical.txt
+	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreDo -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/memstore.txt
+	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreParallel -benchmem -benchtime 500ms -cpu 1,2 -count $(BENCH_COUNT) | tee -a $(BENCH_OUT)/memstore.txt
+	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=$(BENCH_COUNT) $(GO) test -run '^$$' -bench 'PostgresRoundTrip|PostgresMiss|PostgresReplay' -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/postgres.txt
+	set -o pipefail; cd integration && $(GO) test -run '^$$' -bench 'PostgresWALRecords' -benchtime 1x -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/walrecords.txt
+	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=3 IDEM_BENCH_ROWS=$(BENCH_ROWS) $(GO) test -run '^$$' -bench PostgresGrowth -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/growth.txt
+	set -o pipefail; cd integration && IDEM_BENCH_SWEEP_ROWS=$(BENCH_SWEEP_ROWS) $(GO) test -run '^$$' -bench PostgresSweep -benchtime 1x -count 3 -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/sweep.txt
+	$(GO) run scripts/benchratio.go $(BENCH_OUT)/canonical.txt $(BENCH_OUT)/memstore.txt $(BENCH_OUT)/postgres.txt \
+		$(BENCH_OUT)/growth.txt $(BENCH_OUT)/sweep.txt | tee $(BENCH_OUT)/ratios.md
+
 ## reliability: the reliability suite of docs/RELIABILITY.md at full size
 ## (-tags chaos): crash matrices with 20 SIGKILLs per crash point, 20
 ## terminated sessions per step, 5 Postgres stop and kill cycles, 20 storm
