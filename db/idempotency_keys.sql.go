@@ -10,11 +10,100 @@ import (
 	"time"
 )
 
+const idempotencyKeyClaim = `-- name: IdempotencyKeyClaim :one
+WITH claimed AS (
+    INSERT INTO idempotency_keys (
+        principal_id, key, operation, request_hash, owner_token, created_at, expires_at
+    )
+    SELECT $1, $2, $3,
+           $4, $5::text,
+           s.now, s.now + $6::bigint * interval '1 millisecond'
+    FROM (
+        SELECT coalesce($7::timestamptz, now()) AS now,
+               set_config('lock_timeout', $8::text || left(
+                   set_config('adcp_idem.lock_timeout_before',
+                       coalesce(nullif(current_setting('adcp_idem.lock_timeout_before', true), ''),
+                                current_setting('lock_timeout')), true), 0), true) AS lock_timeout
+    ) AS s
+    ON CONFLICT (principal_id, key) DO NOTHING
+    RETURNING set_config('adcp_idem.lock_timeout_before', left(
+        set_config('lock_timeout', current_setting('adcp_idem.lock_timeout_before'), true), 0), true) AS restored
+)
+SELECT true AS claimed, ''::text AS operation, ''::bytea AS request_hash, NULL::bytea AS response,
+       now()::timestamptz AS expires_at, now()::timestamptz AS db_now
+FROM claimed
+UNION ALL
+SELECT false, k.operation, k.request_hash, k.response, k.expires_at,
+       coalesce($7::timestamptz, now())::timestamptz
+FROM idempotency_keys AS k
+WHERE k.principal_id = $1 AND k.key = $2
+  AND NOT EXISTS (SELECT 1 FROM claimed)
+`
+
+type IdempotencyKeyClaimParams struct {
+	PrincipalID string
+	Key         string
+	Operation   string
+	RequestHash []byte
+	OwnerToken  string
+	ExpiresMs   int64
+	Now         *time.Time
+	LockTimeout string
+}
+
+type IdempotencyKeyClaimRow struct {
+	Claimed     bool
+	Operation   string
+	RequestHash []byte
+	Response    []byte
+	ExpiresAt   time.Time
+	DbNow       time.Time
+}
+
+// IdempotencyKeyClaim claims a key in one round trip, or reads the row that
+// holds it.
+//
+// It first sets lock_timeout for the rest of the transaction, remembering
+// the value it replaces in adcp_idem.lock_timeout_before (unless a value is
+// already remembered there). Then it inserts an in-flight row owned by
+// owner_token that expires after expires_ms. If another transaction holds an
+// uncommitted row for the key, the insert waits for it, bounded by that
+// lock_timeout. On a successful insert, RETURNING puts lock_timeout back (and
+// forgets the remembered value) and the result is a single row with claimed
+// true. Otherwise the result is the existing row with claimed false, or no
+// row at all if that row became visible only after this statement's
+// snapshot (the caller then tries again).
+//
+// The nested set_config calls fix the order of the effects: a function's
+// arguments are evaluated before the function.
+func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg IdempotencyKeyClaimParams) (IdempotencyKeyClaimRow, error) {
+	row := db.QueryRow(ctx, idempotencyKeyClaim,
+		arg.PrincipalID,
+		arg.Key,
+		arg.Operation,
+		arg.RequestHash,
+		arg.OwnerToken,
+		arg.ExpiresMs,
+		arg.Now,
+		arg.LockTimeout,
+	)
+	var i IdempotencyKeyClaimRow
+	err := row.Scan(
+		&i.Claimed,
+		&i.Operation,
+		&i.RequestHash,
+		&i.Response,
+		&i.ExpiresAt,
+		&i.DbNow,
+	)
+	return i, err
+}
+
 const idempotencyKeyComplete = `-- name: IdempotencyKeyComplete :execrows
 UPDATE idempotency_keys AS k
 SET response    = $1,
     owner_token = NULL,
-    expires_at  = clock.now + $2::bigint * interval '1 millisecond'
+    expires_at  = coalesce(clock.now + $2::bigint * interval '1 millisecond', k.expires_at)
 FROM (SELECT coalesce($6::timestamptz, now()) AS now) AS clock
 WHERE k.principal_id = $3 AND k.key = $4
   AND k.owner_token = $5::text AND k.response IS NULL
@@ -22,7 +111,7 @@ WHERE k.principal_id = $3 AND k.key = $4
 
 type IdempotencyKeyCompleteParams struct {
 	Response    []byte
-	TtlMs       int64
+	TtlMs       *int64
 	PrincipalID string
 	Key         string
 	OwnerToken  string
@@ -31,7 +120,9 @@ type IdempotencyKeyCompleteParams struct {
 
 // IdempotencyKeyComplete stores the response of an in-flight key, but only for
 // its owner: a request whose claim was taken over affects no row. The stored
-// answer is replayed for ttl_ms from now.
+// answer is replayed for ttl_ms from now; with ttl_ms NULL, expires_at stays
+// as the claim set it, which lets Postgres update the row in place (HOT, no
+// index entries) as RunInTx does.
 func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg IdempotencyKeyCompleteParams) (int64, error) {
 	result, err := db.Exec(ctx, idempotencyKeyComplete,
 		arg.Response,
@@ -118,48 +209,6 @@ func (q *Queries) IdempotencyKeyGet(ctx context.Context, db DBTX, arg Idempotenc
 	return i, err
 }
 
-const idempotencyKeyInsert = `-- name: IdempotencyKeyInsert :one
-INSERT INTO idempotency_keys (
-    principal_id, key, operation, request_hash, owner_token, created_at, expires_at
-)
-SELECT $1, $2, $3,
-       $4, $5::text,
-       clock.now, clock.now + $6::bigint * interval '1 millisecond'
-FROM (SELECT coalesce($7::timestamptz, now()) AS now) AS clock
-ON CONFLICT (principal_id, key) DO NOTHING
-RETURNING created_at
-`
-
-type IdempotencyKeyInsertParams struct {
-	PrincipalID string
-	Key         string
-	Operation   string
-	RequestHash []byte
-	OwnerToken  string
-	LeaseMs     int64
-	Now         *time.Time
-}
-
-// IdempotencyKeyInsert claims a key that no row holds: it inserts an in-flight
-// row owned by owner_token whose lease ends after lease_ms. When another
-// transaction holds an uncommitted row for the key, the insert waits for it
-// (bounded by lock_timeout); when a committed row exists it does nothing and
-// returns no row.
-func (q *Queries) IdempotencyKeyInsert(ctx context.Context, db DBTX, arg IdempotencyKeyInsertParams) (time.Time, error) {
-	row := db.QueryRow(ctx, idempotencyKeyInsert,
-		arg.PrincipalID,
-		arg.Key,
-		arg.Operation,
-		arg.RequestHash,
-		arg.OwnerToken,
-		arg.LeaseMs,
-		arg.Now,
-	)
-	var created_at time.Time
-	err := row.Scan(&created_at)
-	return created_at, err
-}
-
 const idempotencyKeyRelease = `-- name: IdempotencyKeyRelease :execrows
 DELETE FROM idempotency_keys
 WHERE principal_id = $1 AND key = $2
@@ -182,30 +231,6 @@ func (q *Queries) IdempotencyKeyRelease(ctx context.Context, db DBTX, arg Idempo
 	return result.RowsAffected(), nil
 }
 
-const idempotencyKeySetLockTimeout = `-- name: IdempotencyKeySetLockTimeout :one
-WITH previous AS MATERIALIZED (
-    SELECT current_setting('lock_timeout') AS value
-)
-SELECT previous.value::text AS previous,
-       set_config('lock_timeout', $1::text, true)::text AS applied
-FROM previous
-`
-
-type IdempotencyKeySetLockTimeoutRow struct {
-	Previous string
-	Applied  string
-}
-
-// IdempotencyKeySetLockTimeout sets lock_timeout for the rest of the current
-// transaction and returns the value it replaces, so that the caller can put
-// it back once the claim is done.
-func (q *Queries) IdempotencyKeySetLockTimeout(ctx context.Context, db DBTX, lockTimeout string) (IdempotencyKeySetLockTimeoutRow, error) {
-	row := db.QueryRow(ctx, idempotencyKeySetLockTimeout, lockTimeout)
-	var i IdempotencyKeySetLockTimeoutRow
-	err := row.Scan(&i.Previous, &i.Applied)
-	return i, err
-}
-
 const idempotencyKeyTakeOver = `-- name: IdempotencyKeyTakeOver :one
 UPDATE idempotency_keys AS k
 SET operation    = $1,
@@ -219,18 +244,27 @@ WHERE k.principal_id = $5 AND k.key = $6
   AND CASE WHEN k.response IS NULL THEN k.expires_at < clock.now
            ELSE k.expires_at + $7::bigint * interval '1 millisecond' < clock.now
       END
-RETURNING k.created_at
+RETURNING k.created_at,
+    -- Puts back the lock_timeout that IdempotencyKeyClaim replaced, if any.
+    set_config('adcp_idem.lock_timeout_before', left(set_config('lock_timeout',
+        coalesce(nullif(current_setting('adcp_idem.lock_timeout_before', true), ''),
+                 current_setting('lock_timeout')), true), 0), true) AS restored
 `
 
 type IdempotencyKeyTakeOverParams struct {
 	Operation   string
 	RequestHash []byte
 	OwnerToken  string
-	LeaseMs     int64
+	ExpiresMs   int64
 	PrincipalID string
 	Key         string
 	RetentionMs int64
 	Now         *time.Time
+}
+
+type IdempotencyKeyTakeOverRow struct {
+	CreatedAt time.Time
+	Restored  string
 }
 
 // IdempotencyKeyTakeOver claims a key whose row may be reused: an in-flight
@@ -238,18 +272,18 @@ type IdempotencyKeyTakeOverParams struct {
 // row whose tombstone has outlived retention_ms. The row lock and the
 // re-checked condition make concurrent takeovers safe: exactly one wins, the
 // others get no row.
-func (q *Queries) IdempotencyKeyTakeOver(ctx context.Context, db DBTX, arg IdempotencyKeyTakeOverParams) (time.Time, error) {
+func (q *Queries) IdempotencyKeyTakeOver(ctx context.Context, db DBTX, arg IdempotencyKeyTakeOverParams) (IdempotencyKeyTakeOverRow, error) {
 	row := db.QueryRow(ctx, idempotencyKeyTakeOver,
 		arg.Operation,
 		arg.RequestHash,
 		arg.OwnerToken,
-		arg.LeaseMs,
+		arg.ExpiresMs,
 		arg.PrincipalID,
 		arg.Key,
 		arg.RetentionMs,
 		arg.Now,
 	)
-	var created_at time.Time
-	err := row.Scan(&created_at)
-	return created_at, err
+	var i IdempotencyKeyTakeOverRow
+	err := row.Scan(&i.CreatedAt, &i.Restored)
+	return i, err
 }

@@ -99,9 +99,9 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	if err != nil {
 		return res, g.release(ctx, ref, owner, err)
 	}
-	body, err := json.Marshal(v)
+	body, err := encodeValue(v)
 	if err != nil {
-		return res, g.release(ctx, ref, owner, fmt.Errorf("idem: encoding the handler's result: %w", err))
+		return res, g.release(ctx, ref, owner, err)
 	}
 	// The work is done: storing its answer must not be abandoned because the
 	// caller went away.

@@ -2,11 +2,12 @@ package idem
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -123,14 +124,14 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 		}
 	}()
 
-	set, err := s.q.IdempotencyKeySetLockTimeout(ctx, tx, s.lockTimeout)
-	if err != nil {
-		return res, dbError("set lock_timeout", err)
-	}
+	// One round trip: set a transaction-local lock_timeout, claim the key,
+	// put lock_timeout back; or read the row that holds the key. The claimed
+	// row gets its final expiry now, so that storing the answer later changes
+	// no indexed column.
 	owner := newOwnerToken()
-	held, err := claimRow(ctx, s.q, tx, s.cfg.now, Claim{
+	held, err := claimRow(ctx, s.q, tx, s.cfg.now, s.lockTimeout, s.cfg.ttl, Claim{
 		Ref: Ref{p.Principal, p.Key}, Operation: p.Operation, Hash: p.hash,
-		Owner: owner, Lease: s.cfg.lease, Retention: s.cfg.retention,
+		Owner: owner, Retention: s.cfg.retention,
 	})
 	if err != nil {
 		return res, err
@@ -140,9 +141,6 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 		// back when conn is the caller's transaction.
 		return replayOrReject[T](s.cfg, p, held)
 	}
-	if _, err := s.q.IdempotencyKeySetLockTimeout(ctx, tx, set.Previous); err != nil {
-		return res, dbError("restore lock_timeout", err)
-	}
 	if err := allowNewKey(ctx, s.cfg.limiter, p.Principal); err != nil {
 		return res, err
 	}
@@ -151,12 +149,12 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 	if err != nil {
 		return res, err
 	}
-	body, err := json.Marshal(v)
+	body, err := encodeValue(v)
 	if err != nil {
-		return res, fmt.Errorf("idem: encoding the handler's result: %w", err)
+		return res, err
 	}
 	n, err := s.q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-		Response: body, TtlMs: s.cfg.ttl.Milliseconds(),
+		Response:    body, // TtlMs nil: expires_at stays, the update can be HOT
 		PrincipalID: p.Principal, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 	})
 	if err != nil {
@@ -191,9 +189,11 @@ func replayOrReject[T any](cfg settings, p prepared, e *Entry) (Result[T], error
 	if st != stateCompleted {
 		return res, inFlight(e)
 	}
-	if err := json.Unmarshal(e.Response, &res.Value); err != nil {
-		return res, fmt.Errorf("idem: decoding the stored response: %w", err)
+	v, err := decodeValue[T](e.Response)
+	if err != nil {
+		return res, err
 	}
+	res.Value = v
 	res.Replayed, res.Response = true, e.Response
 	return res, nil
 }
@@ -220,37 +220,36 @@ func allowNewKey(ctx context.Context, l Limiter, principal string) error {
 	return nil
 }
 
-// claimRow claims c in the table: an insert for a new key, a takeover for a
+// claimRow claims c in the table: an insert for a new key that expires
+// after expires (the lease, or for RunInTx the TTL), a takeover for a
 // reusable row. It returns nil once the key is claimed, or the entry holding
-// it. Rows can vanish or change between the statements (released, swept,
-// taken over by another request), so it retries a few times; each statement
-// is atomic on its own.
-func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, c Claim) (*Entry, error) {
+// it. Rows can vanish or change between statements (released, swept, taken
+// over, or committed by a concurrent claim after this statement's snapshot),
+// so it tries a few times; each statement is atomic on its own.
+func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, lockTimeout string, expires time.Duration, c Claim) (*Entry, error) {
 	for range 4 {
 		at := clock(now)
-		_, err := q.IdempotencyKeyInsert(ctx, tx, db.IdempotencyKeyInsertParams{
+		row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
 			PrincipalID: c.Principal, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
-			OwnerToken: c.Owner, LeaseMs: c.Lease.Milliseconds(), Now: at,
+			OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), LockTimeout: lockTimeout, Now: at,
 		})
-		if err == nil {
-			return nil, nil
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // the holder committed after this statement's snapshot
 		}
-		if !errors.Is(err, pgx.ErrNoRows) {
+		if err != nil {
 			return nil, dbError("claim", err)
 		}
-		e, err := getRow(ctx, q, tx, at, c.Ref)
-		if err != nil {
-			return nil, err
+		if row.Claimed {
+			return nil, nil
 		}
-		if e == nil {
-			continue // deleted since the insert looked
-		}
+		e := &Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DbNow}
+		copy(e.Hash[:], row.RequestHash)
 		if !Reusable(e.Response == nil, e.ExpiresAt, e.Now, c.Retention) {
 			return e, nil
 		}
 		_, err = q.IdempotencyKeyTakeOver(ctx, tx, db.IdempotencyKeyTakeOverParams{
 			Operation: c.Operation, RequestHash: c.Hash[:], OwnerToken: c.Owner,
-			LeaseMs: c.Lease.Milliseconds(), PrincipalID: c.Principal, Key: c.Key,
+			ExpiresMs: expires.Milliseconds(), PrincipalID: c.Principal, Key: c.Key,
 			RetentionMs: c.Retention.Milliseconds(), Now: at,
 		})
 		if err == nil {
@@ -320,8 +319,10 @@ type PostgresBackend struct {
 }
 
 // Claim implements [Backend].
+// Its claim statement waits at most 5 seconds for a conflicting
+// uncommitted claim (one made by RunInTx on the same key).
 func (b *PostgresBackend) Claim(ctx context.Context, c Claim) (*Entry, error) {
-	return claimRow(ctx, &b.q, b.DB, b.Now, c)
+	return claimRow(ctx, &b.q, b.DB, b.Now, "5s", c.Lease, c)
 }
 
 // Complete implements [Backend].
@@ -331,8 +332,9 @@ func (b *PostgresBackend) Complete(ctx context.Context, c Completion) error {
 	if response == nil {
 		response = []byte("null")
 	}
+	ttl := c.TTL.Milliseconds()
 	n, err := b.q.IdempotencyKeyComplete(ctx, b.DB, db.IdempotencyKeyCompleteParams{
-		Response: response, TtlMs: c.TTL.Milliseconds(), PrincipalID: c.Principal, Key: c.Key,
+		Response: response, TtlMs: &ttl, PrincipalID: c.Principal, Key: c.Key,
 		OwnerToken: c.Owner, Now: clock(b.Now),
 	})
 	if err != nil {
@@ -377,10 +379,16 @@ func clock(now func() time.Time) *time.Time {
 	return &t
 }
 
+// newOwnerToken returns a token unique to one request: 128 random bits
+// (from the runtime's ChaCha8 generator; the token never leaves the server,
+// so it needs uniqueness, not secrecy), in hex, in a single allocation.
 func newOwnerToken() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	return hex.EncodeToString(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	var h [32]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 // dbError maps a driver error to this package's vocabulary, in one place:

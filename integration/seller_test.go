@@ -121,10 +121,13 @@ func TestSellerDeliversWebhookAfterCrash(t *testing.T) {
 	if created.IsError {
 		t.Fatalf("create: %s", created.Raw)
 	}
-	// Committed, with its event in the outbox; wait for a failed attempt so
-	// the kill lands between commit and delivery.
+	// Committed, with its event in the outbox; wait for a failed attempt to
+	// be recorded (its lease given back) so the kill lands between commit
+	// and delivery, not in the middle of an attempt, whose lease would delay
+	// the redelivery by a minute.
 	waitFor(t, func() bool {
-		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox WHERE attempts > 0 AND delivered_at IS NULL`) == 1
+		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox
+			WHERE attempts > 0 AND delivered_at IS NULL AND lease_until IS NULL`) == 1
 	})
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
