@@ -105,9 +105,13 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	}
 	// The work is done: storing its answer must not be abandoned because the
 	// caller went away.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	cctx := ctx
+	if ctx.Done() != nil {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+	}
 	err = g.b.Complete(cctx, Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention})
-	cancel()
 	if err != nil {
 		// The handler's work is done but its answer is not stored. The claim
 		// stays: a retry gets IN_FLIGHT until the lease ends rather than

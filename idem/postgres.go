@@ -237,6 +237,14 @@ func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time,
 			continue // the holder committed after this statement's snapshot
 		}
 		if err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "57014" && ctx.Err() == nil {
+				// A statement_timeout shorter than WaitLimit ended the wait
+				// for a concurrent request: the key is in flight all the same.
+				e := inFlight(nil)
+				e.cause = fmt.Errorf("claim: %w", err)
+				return nil, e
+			}
 			return nil, dbError("claim", err)
 		}
 		if row.Claimed {

@@ -38,9 +38,9 @@ import (
 // in the child by a pgx query tracer (stepTracer), which runs synchronously
 // in the request's goroutine; the library has no hook of its own:
 //
-//	before_claim    the transaction is open (begin, lock_timeout sent), the
-//	                claim's INSERT is not sent yet
-//	after_claim     the claim's INSERT returned: the key's row exists,
+//	before_claim    the transaction is open (BEGIN sent), the claim
+//	                statement is not sent yet
+//	after_claim     the claim statement returned: the key's row exists,
 //	                uncommitted; the handler has not written anything
 //	after_write     the handler's business write returned (the seller: the
 //	                media buy and its outbox event), uncommitted

@@ -244,18 +244,17 @@ func retryUntilAnswered(ctx context.Context, s *idem.Store, pool idem.Beginner, 
 // pgx traces. The names are used by the crash points and by the fault
 // injection.
 const (
-	stepBegin       = "begin"
-	stepLockTimeout = "lock_timeout" // set before the claim, restored after it
-	stepClaim       = "claim"
-	stepRead        = "read"
-	stepWrite       = "write" // the chaos handler's business write
-	stepBuyInsert   = "buy_insert"
-	stepOutbox      = "outbox_insert"
-	stepStore       = "store"
-	stepCommit      = "commit"
-	stepRollback    = "rollback"
-	stepRelease     = "release"
-	stepDelivered   = "outbox_delivered"
+	stepBegin     = "begin"
+	stepClaim     = "claim" // sets lock_timeout, claims (or reads) the key, restores lock_timeout
+	stepRead      = "read"
+	stepWrite     = "write" // the chaos handler's business write
+	stepBuyInsert = "buy_insert"
+	stepOutbox    = "outbox_insert"
+	stepStore     = "store"
+	stepCommit    = "commit"
+	stepRollback  = "rollback"
+	stepRelease   = "release"
+	stepDelivered = "outbox_delivered"
 )
 
 func stepOf(sql string) string {
@@ -274,9 +273,7 @@ func stepOf(sql string) string {
 	}
 	name, _, _ := strings.Cut(strings.TrimPrefix(sql, "-- name: "), " ")
 	switch name {
-	case "IdempotencyKeySetLockTimeout":
-		return stepLockTimeout
-	case "IdempotencyKeyInsert":
+	case "IdempotencyKeyClaim", "IdempotencyKeyTakeOver":
 		return stepClaim
 	case "IdempotencyKeyGet":
 		return stepRead
