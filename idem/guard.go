@@ -71,14 +71,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 // stored and a retry runs fn again; the error is returned as it is and a
 // panic is re-raised. Backend failures match [ErrStorage].
 func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.Context) (T, error)) (res Result[T], err error) {
-	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			g.cfg.observe(ctx, req.Operation, start, false, errHandlerPanic)
-			panic(r)
-		}
-		g.cfg.observe(ctx, req.Operation, start, res.Replayed, err)
-	}()
+	defer g.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
 	p, err := prepare(req, g.cfg.maxPayload)
 	if err != nil {
 		return res, err

@@ -35,6 +35,17 @@ type Observation struct {
 // errHandlerPanic stands for a handler's panic in an Observation.
 var errHandlerPanic = errors.New("handler panicked")
 
+// observeCall is deferred by RunInTx and Do, with pointers to their named
+// results: it reports the finished call, and a panic of the handler (which
+// it sees as the deferred function itself) before letting it go on.
+func (s settings) observeCall(ctx context.Context, op string, start time.Time, replayed *bool, err *error) {
+	if r := recover(); r != nil {
+		s.observe(ctx, op, start, false, errHandlerPanic)
+		panic(r)
+	}
+	s.observe(ctx, op, start, *replayed, *err)
+}
+
 // observe reports a finished call to cfg.Observe, if set.
 func (s settings) observe(ctx context.Context, op string, start time.Time, replayed bool, err error) {
 	if s.observer == nil {

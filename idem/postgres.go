@@ -97,14 +97,7 @@ type Result[T any] struct {
 // is released on success, and a later rollback of the caller's transaction
 // removes the stored answer together with the business writes.
 func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
-	start := time.Now()
-	defer func() {
-		if r := recover(); r != nil {
-			s.cfg.observe(ctx, req.Operation, start, false, errHandlerPanic)
-			panic(r)
-		}
-		s.cfg.observe(ctx, req.Operation, start, res.Replayed, err)
-	}()
+	defer s.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
 	p, err := prepare(req, s.cfg.maxPayload)
 	if err != nil {
 		return res, err

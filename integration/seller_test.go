@@ -41,17 +41,7 @@ func TestPostgresSeller(t *testing.T) {
 	t.Parallel()
 	pool := newSchema(t)
 	s := newSeller(t, pool)
-	sellertest.Run(t, sellertest.Env{
-		URL:      sellertest.Start(t, s),
-		Receiver: sellertest.NewReceiver(t),
-		Count: func(p string) int {
-			n, err := s.MediaBuyCount(context.Background(), p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		},
-	})
+	sellertest.Run(t, sellertest.EnvFor(t, s))
 	// Every committed media buy has its stored answer, and vice versa.
 	orphans := count(t, pool, `SELECT count(*) FROM seller_media_buys b WHERE NOT EXISTS (
 		SELECT 1 FROM idempotency_keys k WHERE convert_from(k.response, 'UTF8')::jsonb->>'media_buy_id' = b.media_buy_id)`)
@@ -169,27 +159,7 @@ func TestTwoSellerProcessesOneKey(t *testing.T) {
 	tokens := "p1=" + sellertest.Token
 	_, urlA := sellerProcess(t, "-database-url", dsn, "-tokens", tokens)
 	_, urlB := sellerProcess(t, "-database-url", dsn, "-tokens", tokens)
-	key := "two-processes-" + randomID(8)
-	const n = 10
-	ids := make([]any, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		cs := sellertest.Connect(t, []string{urlA, urlB}[i%2], sellertest.Token)
-		wg.Go(func() {
-			a, err := sellertest.TryCall(cs, "create_media_buy", sellertest.CreateArgs(key, 5000, "", fmt.Sprint(i)))
-			if err != nil || a.IsError {
-				t.Errorf("caller %d: %v %s", i, err, a.Raw)
-				return
-			}
-			ids[i] = a.Body["media_buy_id"]
-		})
-	}
-	wg.Wait()
-	for i := range n {
-		if ids[i] != ids[0] {
-			t.Fatalf("callers got %v and %v", ids[0], ids[i])
-		}
-	}
+	sellertest.CreateConcurrently(t, []string{urlA, urlB}, "two-processes-"+randomID(8), 10)
 	if b := count(t, pool, `SELECT count(*) FROM seller_media_buys`); b != 1 {
 		t.Fatalf("%d media buys, want 1", b)
 	}

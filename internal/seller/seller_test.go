@@ -20,16 +20,5 @@ func TestMemorySeller(t *testing.T) {
 	}
 	s.Start()
 	defer s.Close()
-	url := sellertest.Start(t, s)
-	sellertest.Run(t, sellertest.Env{
-		URL:      url,
-		Receiver: sellertest.NewReceiver(t),
-		Count: func(p string) int {
-			n, err := s.MediaBuyCount(context.Background(), p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		},
-	})
+	sellertest.Run(t, sellertest.EnvFor(t, s))
 }

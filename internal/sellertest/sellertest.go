@@ -366,12 +366,21 @@ func bareJSONCall(t *testing.T, env Env) {
 
 func concurrentSameKey(t *testing.T, env Env) {
 	before := env.Count(Principal)
-	key := newKey("concurrent")
-	const n = 8
+	CreateConcurrently(t, []string{env.URL}, newKey("concurrent"), 8)
+	if got := env.Count(Principal) - before; got != 1 {
+		t.Fatalf("%d media buys from 8 concurrent creates with one key, want 1", got)
+	}
+}
+
+// CreateConcurrently sends n create_media_buy calls with one key at once,
+// spread over the sellers at urls, and fails the test unless every caller
+// got the same media buy. It returns that media buy's id.
+func CreateConcurrently(t *testing.T, urls []string, key string, n int) any {
+	t.Helper()
 	ids := make([]any, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		cs := Connect(t, env.URL, Token)
+		cs := Connect(t, urls[i%len(urls)], Token)
 		wg.Go(func() {
 			a, err := TryCall(cs, "create_media_buy", CreateArgs(key, 5000, "", fmt.Sprint("c", i)))
 			if err != nil || a.IsError {
@@ -387,8 +396,21 @@ func concurrentSameKey(t *testing.T, env Env) {
 			t.Fatalf("concurrent creates with one key answered %v and %v", ids[0], ids[i])
 		}
 	}
-	if got := env.Count(Principal) - before; got != 1 {
-		t.Fatalf("%d media buys from %d concurrent creates with one key, want 1", got, n)
+	return ids[0]
+}
+
+// EnvFor serves s for the test and returns the scenarios' environment.
+func EnvFor(t *testing.T, s *seller.Seller) Env {
+	return Env{
+		URL:      Start(t, s),
+		Receiver: NewReceiver(t),
+		Count: func(p string) int {
+			n, err := s.MediaBuyCount(context.Background(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
 	}
 }
 
