@@ -58,8 +58,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/adcp-go/idempotency/db"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/migrations"
 )
@@ -438,57 +440,44 @@ func runInTxMiss(d *benchDB, s *idem.Store) benchOp {
 
 // BenchmarkPostgresMiss compares idem.RunInTx on a fresh key (impl=RunInTx)
 // with the same business insert in a plain transaction (impl=plain-tx), at
-// c=1 and c=16. The goal is RunInTx/plain-tx <= 1.3 at c=16.
+// c=1 and c=16. The goal is RunInTx/plain-tx <= 1.3 at c=16. RunInTx sends
+// BEGIN, the one-statement claim (IdempotencyKeyClaim), the handler's
+// INSERT, the complete UPDATE and COMMIT: 5 round trips against 3.
 //
 // The impl=sketch-* variants are not the library: they are prototypes of
-// the optimisations discussed in docs/BENCHMARKS.md, written with the same
-// SQL, to measure what those would gain:
+// the optimisations still open in docs/BENCHMARKS.md, to measure what those
+// would gain:
 //
-//   - sketch-batched: BEGIN; one pgx.Batch with set lock_timeout, the claim
-//     INSERT, a speculative read of the row and the lock_timeout restore;
-//     handler; complete UPDATE; COMMIT (5 round trips instead of 7). It
-//     fits RunInTx's current API (a Beginner, a pgx.Tx for the handler).
-//   - sketch-pipelined: BEGIN goes in the claim batch and COMMIT in the
-//     completion batch (3 round trips, as many as plain-tx). It needs the
-//     library to drive BEGIN/COMMIT itself on an acquired connection.
-//
-// impl=RunInTx-hot-schema is the library on a variant of the table whose
-// complete UPDATE can be HOT (no index on expires_at, which the UPDATE
-// changes; an index on created_at for the sweep instead; fillfactor 90).
+//   - sketch-pipelined: the library's own claim and complete statements
+//     (captured from the generated queries, see libSQL), with BEGIN sent in
+//     the claim's batch and COMMIT in the completion's batch (3 round
+//     trips, as many as plain-tx). It needs the library to drive
+//     BEGIN/COMMIT itself on an acquired connection.
 //
 // impl=sketch-lock-* sketch another design: no claim row. The transaction
 // takes a transaction-level advisory lock on a hash of (principal, key),
-// which serialises retries as the uncommitted claim row does today, reads
-// the row, and after the handler inserts the completed row once (one heap
-// tuple and two index entries, where claim + complete write two heap
-// tuples and four index entries, plus a speculative-insertion record):
+// which serialises retries as the uncommitted claim row does, reads the
+// row, and after the handler inserts the completed row once (one heap tuple
+// and two index entries, where claim + complete write a tuple, two index
+// entries, a speculative-insertion confirmation and a second, HOT, tuple):
 //
 //   - sketch-lock-batched: BEGIN; batch {set lock_timeout, lock, read,
-//     restore}; handler; INSERT; COMMIT (5 round trips, current API);
+//     restore}; handler; INSERT; COMMIT (5 round trips, as many as RunInTx,
+//     with RunInTx's API);
 //   - sketch-lock-pipelined: BEGIN in the first batch, COMMIT with the
 //     INSERT (3 round trips, as many as plain-tx).
 func BenchmarkPostgresMiss(b *testing.B) {
 	d := benchSchema(b, "miss", nil)
-	hot := benchSchema(b, "miss_hot", hotSchema)
 	s := newStore(b, nil)
 	for range benchRounds() {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=plain-tx", c), func(b *testing.B) { measure(b, d, c, plainTxMiss(d)) })
 			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s)) })
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-batched", c), func(b *testing.B) { measure(b, d, c, sketchBatchedMiss(d)) })
 			b.Run(fmt.Sprintf("c=%d/impl=sketch-pipelined", c), func(b *testing.B) { measure(b, d, c, sketchPipelinedMiss(d)) })
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-hot-schema", c), func(b *testing.B) { measure(b, hot, c, runInTxMiss(hot, s)) })
 			b.Run(fmt.Sprintf("c=%d/impl=sketch-lock-batched", c), func(b *testing.B) { measure(b, d, c, sketchLockMiss(d, false)) })
 			b.Run(fmt.Sprintf("c=%d/impl=sketch-lock-pipelined", c), func(b *testing.B) { measure(b, d, c, sketchLockMiss(d, true)) })
 		}
 	}
-}
-
-func hotSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	_, err := pool.Exec(ctx, `DROP INDEX idempotency_keys_expires_at_idx;
-		CREATE INDEX idempotency_keys_created_at_idx ON idempotency_keys (created_at);
-		ALTER TABLE idempotency_keys SET (fillfactor = 90)`)
-	return err
 }
 
 const replayKeys = 1000
@@ -519,11 +508,11 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 // COMMIT, and the response decoded as RunInTx does). The goal is
 // RunInTx/select-tx <= 1.2 and no WAL.
 //
+// RunInTx sends BEGIN, the claim (which finds the row and returns it) and
+// ROLLBACK: 3 round trips, as many as select-tx.
+//
 // As in BenchmarkPostgresMiss, impl=sketch-* are prototypes, not the library:
 //
-//   - sketch-batched: BEGIN; one batch with set lock_timeout, the no-op
-//     claim INSERT, the read and the restore; ROLLBACK (3 round trips
-//     instead of 5);
 //   - sketch-preread: the read alone, outside a transaction, answering a
 //     completed key at once (1 round trip); a miss would pay it on top of
 //     the claim.
@@ -563,9 +552,6 @@ func BenchmarkPostgresReplay(b *testing.B) {
 					return err
 				})
 			})
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-batched", c), func(b *testing.B) {
-				measure(b, d, c, sketchBatchedReplay(d))
-			})
 			b.Run(fmt.Sprintf("c=%d/impl=sketch-preread", c), func(b *testing.B) {
 				measure(b, d, c, sketchPrereadReplay(d))
 			})
@@ -573,27 +559,16 @@ func BenchmarkPostgresReplay(b *testing.B) {
 	}
 }
 
-// The sketches' SQL: the statements of queries/idempotency_keys.sql, with
-// the previous lock_timeout kept in a custom setting so that the restore
-// can be sent in the same batch, before its value is known to the client.
+// The sketches' own SQL (the advisory-lock design and the pre-read): the
+// previous lock_timeout is kept in a custom setting, so that the restore can
+// be sent in the same batch as the rest, before its value is known to the
+// client.
 const (
 	sketchSetLockTimeout = `SELECT set_config('idem.previous_lock_timeout', current_setting('lock_timeout'), true),
 		set_config('lock_timeout', $1::text, true)`
 	sketchRestoreLockTimeout = `SELECT set_config('lock_timeout', current_setting('idem.previous_lock_timeout'), true)`
-	sketchInsert             = `INSERT INTO idempotency_keys (principal_id, key, operation, request_hash, owner_token, created_at, expires_at)
-		SELECT $1, $2, $3, $4, $5::text, clock.now, clock.now + $6::bigint * interval '1 millisecond'
-		FROM (SELECT now() AS now) AS clock
-		ON CONFLICT (principal_id, key) DO NOTHING
-		RETURNING created_at`
-	sketchGet = `SELECT operation, request_hash, response, owner_token, created_at, expires_at, now()
+	sketchGet                = `SELECT operation, request_hash, response, owner_token, created_at, expires_at, now()
 		FROM idempotency_keys WHERE principal_id = $1 AND key = $2`
-	sketchComplete = `UPDATE idempotency_keys AS k
-		SET response = $1, owner_token = NULL, expires_at = now() + $2::bigint * interval '1 millisecond'
-		WHERE k.principal_id = $3 AND k.key = $4 AND k.owner_token = $5::text AND k.response IS NULL`
-	// The pipelined sketch cannot look at the UPDATE's row count before
-	// COMMIT, which is in the same batch: a division by zero aborts the
-	// transaction if the claimed row is not there.
-	sketchCompleteOrFail = `WITH u AS (` + sketchComplete + ` RETURNING 1) SELECT 1 / count(*) FROM u`
 )
 
 type sketchRow struct {
@@ -606,42 +581,40 @@ type sketchRow struct {
 	now       time.Time
 }
 
-// sketchClaim queues the claim statements; after the batch has run, read
-// reports whether the key was claimed and, if not, the row holding it.
-func sketchClaim(batch *pgx.Batch, principal, key string, hash idem.Hash, owner string) (read func() (bool, *sketchRow, error)) {
-	var claimed bool
-	var row sketchRow
-	var errClaim, errGet error
-	batch.Queue(sketchSetLockTimeout, "5000ms")
-	batch.Queue(sketchInsert, principal, key, "create_media_buy", hash[:], owner, int64(120_000)).QueryRow(func(r pgx.Row) error {
-		var created time.Time
-		err := r.Scan(&created)
-		switch {
-		case err == nil:
-			claimed = true
-		case errors.Is(err, pgx.ErrNoRows):
-		default:
-			errClaim = err
-		}
-		return nil
-	})
-	batch.Queue(sketchGet, principal, key).QueryRow(func(r pgx.Row) error {
-		errGet = r.Scan(&row.operation, &row.hash, &row.response, &row.owner, &row.created, &row.expires, &row.now)
-		return nil
-	})
-	batch.Queue(sketchRestoreLockTimeout)
-	return func() (bool, *sketchRow, error) {
-		if errClaim != nil {
-			return false, nil, errClaim
-		}
-		if claimed {
-			return true, nil, nil
-		}
-		if errGet != nil {
-			return false, nil, errGet
-		}
-		return false, &row, nil
-	}
+// captureDBTX is a db.DBTX that sends nothing: it keeps the SQL and the
+// arguments of the one statement a generated query method would send, so
+// that a sketch can queue the library's own statements in a pgx.Batch.
+type captureDBTX struct {
+	sql  string
+	args []any
+}
+
+var errCaptured = errors.New("captured, not sent")
+
+func (c *captureDBTX) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	c.sql, c.args = sql, args
+	return pgconn.CommandTag{}, errCaptured
+}
+
+func (c *captureDBTX) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
+	c.sql, c.args = sql, args
+	return nil, errCaptured
+}
+
+func (c *captureDBTX) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
+	c.sql, c.args = sql, args
+	return capturedRow{}
+}
+
+type capturedRow struct{}
+
+func (capturedRow) Scan(...any) error { return errCaptured }
+
+// libSQL returns the SQL and arguments that call sends through its DBTX.
+func libSQL(call func(db.DBTX)) (string, []any) {
+	var c captureDBTX
+	call(&c)
+	return c.sql, c.args
 }
 
 var sketchOwnerSeq atomic.Int64
@@ -650,45 +623,15 @@ func sketchOwner() string {
 	return "owner-" + benchRun + "-" + strconv.FormatInt(sketchOwnerSeq.Add(1), 10)
 }
 
-func sketchBatchedMiss(d *benchDB) benchOp {
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i), benchMissKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		tx, err := d.pool.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback(ctx)
-		owner := sketchOwner()
-		batch := &pgx.Batch{}
-		read := sketchClaim(batch, p, key, hash, owner)
-		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-			return err
-		}
-		claimed, _, err := read()
-		if err != nil || !claimed {
-			return fmt.Errorf("claim: %v, claimed %v", err, claimed)
-		}
-		v, err := createBuy(p, 5000)(ctx, tx)
-		if err != nil {
-			return err
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, sketchComplete, body, int64(24*time.Hour/time.Millisecond), p, key, owner)
-		if err != nil || tag.RowsAffected() != 1 {
-			return fmt.Errorf("complete: %v", err)
-		}
-		return tx.Commit(ctx)
-	}
-}
-
+// sketchPipelinedMiss is RunInTx's miss path with its own statements
+// (IdempotencyKeyClaim with the store's defaults: lock_timeout 5000ms,
+// expiry 24 h; IdempotencyKeyComplete without a TTL, as RunInTx calls it)
+// but BEGIN sent with the claim and COMMIT with the complete: 3 round trips.
+// The complete's row count cannot be looked at before the COMMIT in the same
+// batch, so a division by zero aborts the transaction if the claimed row
+// is not there.
 func sketchPipelinedMiss(d *benchDB) benchOp {
+	q := db.New()
 	return func(ctx context.Context, i int64) error {
 		p, key := benchPrincipal(i), benchMissKey(i)
 		hash, err := idem.CanonicalJSONSHA256(benchPayload)
@@ -701,17 +644,28 @@ func sketchPipelinedMiss(d *benchDB) benchOp {
 		}
 		defer conn.Release()
 		owner := sketchOwner()
+		claimSQL, claimArgs := libSQL(func(tx db.DBTX) {
+			_, _ = q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
+				PrincipalID: p, Key: key, Operation: "create_media_buy", RequestHash: hash[:], OwnerToken: owner,
+				ExpiresMs: int64(24 * time.Hour / time.Millisecond), LockTimeout: "5000ms",
+			})
+		})
+		var claimed bool
 		batch := &pgx.Batch{}
 		batch.Queue("BEGIN")
-		read := sketchClaim(batch, p, key, hash, owner)
+		batch.Queue(claimSQL, claimArgs...).QueryRow(func(r pgx.Row) error {
+			var op string
+			var h, resp []byte
+			var expires, now time.Time
+			return r.Scan(&claimed, &op, &h, &resp, &expires, &now)
+		})
 		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 			_, _ = conn.Exec(ctx, "ROLLBACK")
 			return err
 		}
-		claimed, _, err := read()
-		if err != nil || !claimed {
+		if !claimed {
 			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return fmt.Errorf("claim: %v, claimed %v", err, claimed)
+			return errors.New("a fresh key was not claimed")
 		}
 		v := buy{Budget: 5000}
 		if err := conn.QueryRow(ctx, insertBuySQL, p, 5000).Scan(&v.MediaBuyID); err != nil {
@@ -722,8 +676,13 @@ func sketchPipelinedMiss(d *benchDB) benchOp {
 		if err != nil {
 			return err
 		}
+		completeSQL, completeArgs := libSQL(func(tx db.DBTX) {
+			_, _ = q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
+				Response: body, PrincipalID: p, Key: key, OwnerToken: owner,
+			})
+		})
 		batch = &pgx.Batch{}
-		batch.Queue(sketchCompleteOrFail, body, int64(24*time.Hour/time.Millisecond), p, key, owner)
+		batch.Queue(`WITH u AS (`+completeSQL+` RETURNING 1) SELECT 1 / count(*) FROM u`, completeArgs...)
 		batch.Queue("COMMIT")
 		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
 			_, _ = conn.Exec(ctx, "ROLLBACK")
@@ -821,34 +780,6 @@ func sketchCheckReplay(row *sketchRow, hash idem.Hash) error {
 	}
 	var v buy
 	return json.Unmarshal(row.response, &v)
-}
-
-func sketchBatchedReplay(d *benchDB) benchOp {
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i%replayKeys), replayKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		tx, err := d.pool.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		batch := &pgx.Batch{}
-		read := sketchClaim(batch, p, key, hash, sketchOwner())
-		err = tx.SendBatch(ctx, batch).Close()
-		if rerr := tx.Rollback(ctx); err == nil {
-			err = rerr
-		}
-		if err != nil {
-			return err
-		}
-		claimed, row, err := read()
-		if err != nil || claimed {
-			return fmt.Errorf("replay claimed the key (%v)", err)
-		}
-		return sketchCheckReplay(row, hash)
-	}
 }
 
 func sketchPrereadReplay(d *benchDB) benchOp {
@@ -1183,53 +1114,74 @@ func sweepUnderLoad(b *testing.B, d *benchDB, s *idem.Store, sweep func(context.
 // 1000 calls of each path (after 100 warm-up calls) and prints the WAL they
 // wrote by record type (pg_walinspect's pg_get_wal_stats; a HOT update
 // shows as Heap/HOT_UPDATE, any other as Heap/UPDATE plus one Btree/INSERT_LEAF
-// per index). Run it with -benchtime 1x; its ns/op means nothing.
+// per index), and the row updates the table's statistics counted
+// (pg_stat_user_tables: n_tup_upd, of which n_tup_hot_upd were HOT). The
+// RunInTx miss runs at c=1 and at c=16 (16 goroutines sharing the 1000
+// calls), since concurrent inserts compete for the free space on the
+// table's last pages that a HOT update needs. Run it with -benchtime 1x; its
+// ns/op means nothing.
 func BenchmarkPostgresWALRecords(b *testing.B) {
 	ctx := context.Background()
 	d := benchSchema(b, "walrecords", replaySetup)
-	hot := benchSchema(b, "walrecords_hot", hotSchema)
 	if _, err := d.pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`); err != nil {
 		b.Skipf("pg_walinspect: %v", err)
 	}
 	s := newStore(b, nil)
 	paths := []struct {
 		name string
-		d    *benchDB
+		c    int
 		op   benchOp
 	}{
-		{"plain-tx miss", d, plainTxMiss(d)},
-		{"RunInTx miss", d, runInTxMiss(d, s)},
-		{"RunInTx replay", d, func(ctx context.Context, i int64) error {
+		{"plain-tx miss", 1, plainTxMiss(d)},
+		{"RunInTx miss", 1, runInTxMiss(d, s)},
+		{"RunInTx miss, c=16", 16, runInTxMiss(d, s)},
+		{"RunInTx replay", 1, func(ctx context.Context, i int64) error {
 			p := benchPrincipal(i % replayKeys)
 			_, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
 				Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
 			}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
 			return err
 		}},
-		{"RunInTx miss, HOT schema", hot, runInTxMiss(hot, s)},
-		{"sketch-lock-pipelined miss (advisory lock, one completed-row insert)", d, sketchLockMiss(d, true)},
+		{"sketch-lock-pipelined miss (advisory lock, one completed-row insert)", 1, sketchLockMiss(d, true)},
+	}
+	calls := func(c, n int, op benchOp) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		var failed atomic.Pointer[error]
+		for range c {
+			wg.Go(func() {
+				for next.Add(1) <= int64(n) {
+					if err := op(ctx, benchSeq.Add(1)); err != nil {
+						failed.Store(&err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := failed.Load(); err != nil {
+			b.Fatal(*err)
+		}
 	}
 	for range b.N {
 		for _, p := range paths {
-			for range 100 {
-				if err := p.op(ctx, benchSeq.Add(1)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			lsn := walLSN(b, p.d.pool)
-			const calls = 1000
-			for range calls {
-				if err := p.op(ctx, benchSeq.Add(1)); err != nil {
-					b.Fatal(err)
-				}
-			}
+			calls(p.c, 100, p.op)
+			upd0, hot0, statsErr := tableUpdates(ctx, d.pool)
+			lsn := walLSN(b, d.pool)
+			const n = 1000
+			calls(p.c, n, p.op)
 			var end string
 			var none bool
-			if err := p.d.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, pg_current_wal_lsn() = $1::pg_lsn`, lsn).Scan(&end, &none); err != nil {
+			if err := d.pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text, pg_current_wal_lsn() = $1::pg_lsn`, lsn).Scan(&end, &none); err != nil {
 				b.Fatal(err)
 			}
+			upd1, hot1, err := tableUpdates(ctx, d.pool)
+			stats := fmt.Sprintf("pg_stat_user_tables: %d row updates, %d of them HOT", upd1-upd0, hot1-hot0)
+			if err = errors.Join(statsErr, err); err != nil {
+				stats = fmt.Sprintf("pg_stat_user_tables: %v", err)
+			}
 			if none {
-				fmt.Printf("WAL records, %s: no WAL at all in %d calls\n", p.name, calls)
+				fmt.Printf("WAL records, %s: no WAL at all in %d calls; %s\n", p.name, n, stats)
 				continue
 			}
 			// pg_get_wal_stats reads only flushed WAL; the WAL writer flushes
@@ -1244,19 +1196,39 @@ func BenchmarkPostgresWALRecords(b *testing.B) {
 			var total float64
 			for rows.Next() {
 				var typ string
-				var n, rec, fpi int64
-				if err := rows.Scan(&typ, &n, &rec, &fpi); err != nil {
+				var k, rec, fpi int64
+				if err := rows.Scan(&typ, &k, &rec, &fpi); err != nil {
 					b.Fatal(err)
 				}
-				total += float64(rec+fpi) / calls
-				lines = append(lines, fmt.Sprintf("  %-24s %6.2f records/call %8.1f B/call (+ %6.1f B/call full-page images)", typ, float64(n)/calls, float64(rec)/calls, float64(fpi)/calls))
+				total += float64(rec+fpi) / n
+				lines = append(lines, fmt.Sprintf("  %-24s %6.2f records/call %8.1f B/call (+ %6.1f B/call full-page images)", typ, float64(k)/n, float64(rec)/n, float64(fpi)/n))
 			}
 			if err := rows.Err(); err != nil {
 				b.Fatal(err)
 			}
 			// Printed, not logged: go test keeps only the first 10 lines of a
 			// benchmark's log.
-			fmt.Printf("WAL records, %s: %.0f B of WAL per call\n%s\n", p.name, total, strings.Join(lines, "\n"))
+			fmt.Printf("WAL records, %s: %.0f B of WAL per call; %s\n%s\n", p.name, total, stats, strings.Join(lines, "\n"))
 		}
 	}
+}
+
+// tableUpdates returns pg_stat_user_tables' n_tup_upd and n_tup_hot_upd for
+// the pool's idempotency_keys, after making every idle connection of the
+// pool flush its pending statistics (a backend otherwise sends them at most
+// once a second, and up to 10 s late when it is idle).
+func tableUpdates(ctx context.Context, pool *pgxpool.Pool) (upd, hot int64, err error) {
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		if err == nil {
+			_, err = c.Exec(ctx, `SELECT pg_stat_force_next_flush()`)
+		}
+		c.Release()
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	err = pool.QueryRow(ctx, `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+		WHERE relid = 'idempotency_keys'::regclass`).Scan(&upd, &hot)
+	return upd, hot, err
 }
