@@ -115,9 +115,9 @@ func TestReliabilityHostileInputSeller(t *testing.T) {
 		{"number 1e400", withKey(`,"budget_total":1e400`), []string{"INVALID_REQUEST"}},
 		{"number with 400 digits", withKey(`,"budget_total":1` + strings.Repeat("0", 400)), []string{"INVALID_REQUEST"}},
 		// Over MaxPayloadBytes (1 MiB) but under the SDK's default
-		// MaxRequestBodyBytes (4 MiB): the SDK decodes the message, then
-		// the idempotency layer refuses it; see
-		// TestSellerRequestBodyLimitFollowsPayloadLimit for what that costs.
+		// MaxRequestBodyBytes (4 MiB): the seller sets that limit to the
+		// payload limit plus 64 KiB, so these get HTTP 413 before the SDK
+		// decodes them; see TestSellerRequestBodyLimitFollowsPayloadLimit.
 		{"2 MiB", big(2 << 20), []string{"INVALID_REQUEST", "HTTP 413"}},
 		{"4 MiB - 1 KiB", big(4<<20 - 1<<10), []string{"INVALID_REQUEST", "HTTP 413"}},
 		{"8 MiB (over the SDK's MaxRequestBodyBytes)", big(8 << 20), []string{"HTTP 413"}},

@@ -127,9 +127,10 @@ func TestReliabilityIsolation(t *testing.T) {
 			fresh("bob with alice's key and another payload", b2, err, a2.Value)
 			// A principal differing only in case, or with a separator, is
 			// another principal.
-			// (A principal with a NUL byte is not tried: Postgres text cannot
-			// hold one, so the Postgres backends answer ErrStorage, which
-			// stores nothing. Principals come from authentication.)
+			// (A principal with a NUL byte, invalid UTF-8 or over 1 KiB is
+			// not tried: RunInTx and Do refuse it with ErrMissingPrincipal
+			// before any backend sees it; see idem's
+			// TestPrepareRejectsUnusablePrincipals.)
 			for _, p := range []string{"Alice", "alice ", "alice:", " alice", "alice\u200b"} {
 				r, err := do(ctx, p, k1, 5000, nil)
 				fresh(fmt.Sprintf("principal %q with alice's key", p), r, err, a1.Value, b1.Value)
