@@ -109,7 +109,14 @@ func (e *Error) Error() string { return e.Code + ": " + e.Message }
 func Mutating[Out any](g *idem.Guard, opts *Options, h func(ctx context.Context, call *Call) (Out, error)) mcp.ToolHandler {
 	return mutating(opts, func(ctx context.Context, r idem.Request, c *Call) (idem.Result[json.RawMessage], error) {
 		return idem.Do(ctx, g, r, func(ctx context.Context) (json.RawMessage, error) {
-			return encodeBody(h(ctx, c))
+			v, err := h(ctx, c)
+			if err != nil {
+				return nil, err
+			}
+			// Past this point the work is done: an answer that cannot be
+			// encoded matches idem.ErrUnencodable, so the key is kept and no
+			// retry runs the work again.
+			return encodeBody(v)
 		})
 	})
 }
@@ -120,7 +127,11 @@ func Mutating[Out any](g *idem.Guard, opts *Options, h func(ctx context.Context,
 func MutatingTx[Out any](s *idem.Store, db idem.Beginner, opts *Options, h func(ctx context.Context, tx pgx.Tx, call *Call) (Out, error)) mcp.ToolHandler {
 	return mutating(opts, func(ctx context.Context, r idem.Request, c *Call) (idem.Result[json.RawMessage], error) {
 		return idem.RunInTx(ctx, s, db, r, func(ctx context.Context, tx pgx.Tx) (json.RawMessage, error) {
-			return encodeBody(h(ctx, tx, c))
+			v, err := h(ctx, tx, c)
+			if err != nil {
+				return nil, err
+			}
+			return encodeBody(v) // a failure rolls everything back
 		})
 	})
 }
@@ -134,7 +145,11 @@ func ReadOnly[Out any](opts *Options, h func(ctx context.Context, call *Call) (O
 		if err != nil {
 			return errorResult(opts, nil, err), nil
 		}
-		body, err := encodeBody(h(ctx, &Call{Tool: req.Params.Name, Principal: opts.principal(ctx, req), Arguments: args}))
+		v, err := h(ctx, &Call{Tool: req.Params.Name, Principal: opts.principal(ctx, req), Arguments: args})
+		var body json.RawMessage
+		if err == nil {
+			body, err = encodeBody(v)
+		}
 		if err != nil {
 			return errorResult(opts, top.Context, err), nil
 		}
@@ -193,7 +208,7 @@ func keyOf(raw json.RawMessage) (string, error) {
 	}
 	var key string
 	if err := json.Unmarshal(raw, &key); err != nil {
-		return "", idem.ValidateKey("not a string")
+		return "", idem.NewError(idem.ErrInvalidKey, "idempotency_key must be a string")
 	}
 	if err := idem.ValidateKey(key); err != nil {
 		return "", err
@@ -202,24 +217,22 @@ func keyOf(raw json.RawMessage) (string, error) {
 }
 
 // encodeBody encodes a handler's value as the stored body: a JSON object
-// without the envelope fields this package adds per answer.
-func encodeBody[Out any](v Out, err error) (json.RawMessage, error) {
-	if err != nil {
-		return nil, err
-	}
+// without the envelope fields this package adds per answer. Its failures
+// match [idem.ErrUnencodable].
+func encodeBody[Out any](v Out) (json.RawMessage, error) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("adcpmcp: encoding the handler's answer: %w", err)
+		return nil, fmt.Errorf("adcpmcp: encoding the handler's answer: %w: %w", idem.ErrUnencodable, err)
 	}
 	if len(body) < 2 || body[0] != '{' {
-		return nil, fmt.Errorf("adcpmcp: the handler's answer is not a JSON object")
+		return nil, fmt.Errorf("adcpmcp: the handler's answer is not a JSON object: %w", idem.ErrUnencodable)
 	}
 	if !bytes.Contains(body, []byte(`"context"`)) && !bytes.Contains(body, []byte(`"replayed"`)) {
 		return body, nil
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("adcpmcp: %w: %w", idem.ErrUnencodable, err)
 	}
 	delete(fields, "context")
 	delete(fields, "replayed")

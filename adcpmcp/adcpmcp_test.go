@@ -19,6 +19,7 @@ import (
 type created struct {
 	ID      string `json:"media_buy_id"`
 	Context string `json:"context,omitempty"` // a handler bug the adapter must not store
+	Bad     any    `json:"bad,omitempty"`     // set to a value JSON cannot encode
 }
 
 func session(t *testing.T, principal string) (*mcp.ClientSession, *int) {
@@ -46,6 +47,9 @@ func session(t *testing.T, principal string) (*mcp.ClientSession, *int) {
 			return created{}, errors.New("database password is hunter2")
 		}
 		runs++
+		if in.Budget == 99 {
+			return created{ID: "mb_99", Bad: make(chan int)}, nil // the work is done; the answer cannot be encoded
+		}
 		return created{ID: "mb_1", Context: "leak"}, nil
 	}))
 	ct, st := mcp.NewInMemoryTransports()
@@ -128,6 +132,38 @@ func TestMutatingAnswers(t *testing.T) {
 	// Neither error was cached: the same keys run now.
 	if isErr, body = call(t, cs, map[string]any{"idempotency_key": key + "-2", "budget": 7}); isErr || body["replayed"] != false {
 		t.Fatalf("retry after an error: %v", body)
+	}
+}
+
+// A handler whose work is done but whose answer cannot be encoded must not
+// run again on retries: each gets CONFIGURATION_ERROR.
+func TestMutatingUnencodableAnswerRunsOnce(t *testing.T) {
+	cs, runs := session(t, "agent-1")
+	key := "5d0f2b7c-unencodable-0001"
+	for i := range 4 {
+		isErr, body := call(t, cs, map[string]any{"idempotency_key": key, "budget": 99})
+		e, _ := body["adcp_error"].(map[string]any)
+		if !isErr || e["code"] != "CONFIGURATION_ERROR" || e["recovery"] != "terminal" {
+			t.Fatalf("call %d: %v, want CONFIGURATION_ERROR (terminal)", i+1, body)
+		}
+	}
+	if *runs != 1 {
+		t.Fatalf("the handler ran %d times over 4 calls, want 1", *runs)
+	}
+}
+
+// A key that is not a JSON string is named as such, not as too short.
+func TestNonStringKey(t *testing.T) {
+	cs, runs := session(t, "agent-1")
+	for _, key := range []any{12345678901234567, true, []any{"0b4c1e9a-7d2f-4f65"}, map[string]any{"k": "v"}} {
+		isErr, body := call(t, cs, map[string]any{"idempotency_key": key, "budget": 5})
+		e, _ := body["adcp_error"].(map[string]any)
+		if !isErr || e["code"] != "INVALID_REQUEST" || e["field"] != "idempotency_key" || e["message"] != "idempotency_key must be a string" {
+			t.Fatalf("key %v: %v, want INVALID_REQUEST \"idempotency_key must be a string\"", key, body)
+		}
+	}
+	if *runs != 0 {
+		t.Fatalf("the handler ran %d times", *runs)
 	}
 }
 

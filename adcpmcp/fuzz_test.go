@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -158,7 +159,7 @@ func FuzzMutatingArguments(f *testing.F) {
 			if m == nil || json.Unmarshal(m["idempotency_key"], &key) != nil || idem.ValidateKey(key) != nil {
 				t.Fatalf("arguments %q succeeded (%s) without a valid member \"idempotency_key\"", args, raw)
 			}
-			if e, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}); err != nil || e == nil || e.Response == nil {
+			if e, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || e == nil || e.Response == nil {
 				t.Fatalf("arguments %q succeeded, but no answer is stored under their idempotency_key %q (%v)", args, key, err)
 			}
 			if _, err := idem.CanonicalJSONSHA256(args); err != nil {
@@ -189,7 +190,7 @@ func FuzzMutatingArguments(f *testing.F) {
 		}
 		var key string
 		if m != nil && json.Unmarshal(m["idempotency_key"], &key) == nil && idem.ValidateKey(key) == nil {
-			if entry, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}); err != nil || entry != nil {
+			if entry, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || entry != nil {
 				t.Fatalf("arguments %q answered INVALID_REQUEST but left an entry %+v (%v)", args, entry, err)
 			}
 			msg, _ := e["message"].(string)
@@ -226,8 +227,8 @@ func TestKeyMemberNameIsCaseSensitive(t *testing.T) {
 			t.Fatalf("first call: %s", raw)
 		}
 		ctx := context.Background()
-		mine, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: fuzzKey})
-		theirs, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: other})
+		mine, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: fuzzKey}, time.Time{})
+		theirs, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: other}, time.Time{})
 		if mine == nil || theirs != nil {
 			t.Fatalf("stored under idempotency_key: %v, under the Idempotency_Key member's value: %v; want the answer under idempotency_key only", mine != nil, theirs != nil)
 		}

@@ -11,33 +11,11 @@ import (
 )
 
 const idempotencyKeyClaim = `-- name: IdempotencyKeyClaim :one
-WITH claimed AS (
-    INSERT INTO idempotency_keys (
-        principal_id, key, operation, request_hash, owner_token, created_at, expires_at
-    )
-    SELECT $1, $2, $3,
-           $4, $5::text,
-           s.now, s.now + $6::bigint * interval '1 millisecond'
-    FROM (
-        SELECT coalesce($7::timestamptz, now()) AS now,
-               set_config('lock_timeout', $8::text || left(
-                   set_config('adcp_idem.lock_timeout_before',
-                       coalesce(nullif(current_setting('adcp_idem.lock_timeout_before', true), ''),
-                                current_setting('lock_timeout')), true), 0), true) AS lock_timeout
-    ) AS s
-    ON CONFLICT (principal_id, key) DO NOTHING
-    RETURNING set_config('adcp_idem.lock_timeout_before', left(
-        set_config('lock_timeout', current_setting('adcp_idem.lock_timeout_before'), true), 0), true) AS restored
-)
-SELECT true AS claimed, ''::text AS operation, ''::bytea AS request_hash, NULL::bytea AS response,
-       now()::timestamptz AS expires_at, now()::timestamptz AS db_now
-FROM claimed
-UNION ALL
-SELECT false, k.operation, k.request_hash, k.response, k.expires_at,
-       coalesce($7::timestamptz, now())::timestamptz
-FROM idempotency_keys AS k
-WHERE k.principal_id = $1 AND k.key = $2
-  AND NOT EXISTS (SELECT 1 FROM claimed)
+SELECT claimed, operation, request_hash, response, expires_at, db_now FROM idempotency_key_claim(
+    $1::text, $2::text, $3::text,
+    $4::bytea, $5::text,
+    $6::bigint, $7::bigint,
+    $8::text, $9::timestamptz)
 `
 
 type IdempotencyKeyClaimParams struct {
@@ -47,35 +25,26 @@ type IdempotencyKeyClaimParams struct {
 	RequestHash []byte
 	OwnerToken  string
 	ExpiresMs   int64
-	Now         *time.Time
+	RetentionMs int64
 	LockTimeout string
+	Now         *time.Time
 }
 
 type IdempotencyKeyClaimRow struct {
-	Claimed     bool
-	Operation   string
+	Claimed     *bool
+	Operation   *string
 	RequestHash []byte
 	Response    []byte
-	ExpiresAt   time.Time
-	DbNow       time.Time
+	ExpiresAt   *time.Time
+	DBNow       *time.Time
 }
 
-// IdempotencyKeyClaim claims a key in one round trip, or reads the row that
-// holds it.
-//
-// It first sets lock_timeout for the rest of the transaction, remembering
-// the value it replaces in adcp_idem.lock_timeout_before (unless a value is
-// already remembered there). Then it inserts an in-flight row owned by
-// owner_token that expires after expires_ms. If another transaction holds an
-// uncommitted row for the key, the insert waits for it, bounded by that
-// lock_timeout. On a successful insert, RETURNING puts lock_timeout back (and
-// forgets the remembered value) and the result is a single row with claimed
-// true. Otherwise the result is the existing row with claimed false, or no
-// row at all if that row became visible only after this statement's
-// snapshot (the caller then tries again).
-//
-// The nested set_config calls fix the order of the effects: a function's
-// arguments are evaluated before the function.
+// IdempotencyKeyClaim claims a key for owner_token, or reads the row that
+// holds it, in one round trip: see the function idempotency_key_claim in
+// migrations/00003_idempotency_key_claim.sql for the steps. A claimed key
+// expires after expires_ms (the lease, or for RunInTx the replay window);
+// a concurrent uncommitted claim is waited for up to lock_timeout. Claimed
+// is NULL when the key changed hands on every attempt.
 func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg IdempotencyKeyClaimParams) (IdempotencyKeyClaimRow, error) {
 	row := db.QueryRow(ctx, idempotencyKeyClaim,
 		arg.PrincipalID,
@@ -84,8 +53,9 @@ func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg Idempote
 		arg.RequestHash,
 		arg.OwnerToken,
 		arg.ExpiresMs,
-		arg.Now,
+		arg.RetentionMs,
 		arg.LockTimeout,
+		arg.Now,
 	)
 	var i IdempotencyKeyClaimRow
 	err := row.Scan(
@@ -94,7 +64,7 @@ func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg Idempote
 		&i.RequestHash,
 		&i.Response,
 		&i.ExpiresAt,
-		&i.DbNow,
+		&i.DBNow,
 	)
 	return i, err
 }
@@ -104,14 +74,14 @@ UPDATE idempotency_keys AS k
 SET response    = $1,
     owner_token = NULL,
     expires_at  = coalesce(clock.now + $2::bigint * interval '1 millisecond', k.expires_at)
-FROM (SELECT coalesce($6::timestamptz, now()) AS now) AS clock
+FROM (SELECT coalesce($6::timestamptz, statement_timestamp()) AS now) AS clock
 WHERE k.principal_id = $3 AND k.key = $4
   AND k.owner_token = $5::text AND k.response IS NULL
 `
 
 type IdempotencyKeyCompleteParams struct {
 	Response    []byte
-	TtlMs       *int64
+	TTLMs       *int64
 	PrincipalID string
 	Key         string
 	OwnerToken  string
@@ -126,7 +96,7 @@ type IdempotencyKeyCompleteParams struct {
 func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg IdempotencyKeyCompleteParams) (int64, error) {
 	result, err := db.Exec(ctx, idempotencyKeyComplete,
 		arg.Response,
-		arg.TtlMs,
+		arg.TTLMs,
 		arg.PrincipalID,
 		arg.Key,
 		arg.OwnerToken,
@@ -143,7 +113,7 @@ DELETE FROM idempotency_keys AS k
 USING (
     SELECT e.principal_id, e.key
     FROM idempotency_keys AS e
-    WHERE e.expires_at < coalesce($1::timestamptz, now())
+    WHERE e.expires_at < coalesce($1::timestamptz, statement_timestamp())
                          - $2::bigint * interval '1 millisecond'
     ORDER BY e.expires_at
     LIMIT $3::int
@@ -171,7 +141,7 @@ func (q *Queries) IdempotencyKeyDeleteExpired(ctx context.Context, db DBTX, arg 
 
 const idempotencyKeyGet = `-- name: IdempotencyKeyGet :one
 SELECT operation, request_hash, response, owner_token, created_at, expires_at,
-       coalesce($1::timestamptz, now())::timestamptz AS db_now
+       coalesce($1::timestamptz, statement_timestamp())::timestamptz AS db_now
 FROM idempotency_keys
 WHERE principal_id = $2 AND key = $3
 `
@@ -189,7 +159,7 @@ type IdempotencyKeyGetRow struct {
 	OwnerToken  *string
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
-	DbNow       time.Time
+	DBNow       time.Time
 }
 
 // IdempotencyKeyGet reads the row for a key together with the clock the
@@ -204,7 +174,7 @@ func (q *Queries) IdempotencyKeyGet(ctx context.Context, db DBTX, arg Idempotenc
 		&i.OwnerToken,
 		&i.CreatedAt,
 		&i.ExpiresAt,
-		&i.DbNow,
+		&i.DBNow,
 	)
 	return i, err
 }
@@ -231,59 +201,35 @@ func (q *Queries) IdempotencyKeyRelease(ctx context.Context, db DBTX, arg Idempo
 	return result.RowsAffected(), nil
 }
 
-const idempotencyKeyTakeOver = `-- name: IdempotencyKeyTakeOver :one
+const idempotencyKeyRenew = `-- name: IdempotencyKeyRenew :execrows
 UPDATE idempotency_keys AS k
-SET operation    = $1,
-    request_hash = $2,
-    response     = NULL,
-    owner_token  = $3::text,
-    created_at   = clock.now,
-    expires_at   = clock.now + $4::bigint * interval '1 millisecond'
-FROM (SELECT coalesce($8::timestamptz, now()) AS now) AS clock
-WHERE k.principal_id = $5 AND k.key = $6
-  AND CASE WHEN k.response IS NULL THEN k.expires_at < clock.now
-           ELSE k.expires_at + $7::bigint * interval '1 millisecond' < clock.now
-      END
-RETURNING k.created_at,
-    -- Puts back the lock_timeout that IdempotencyKeyClaim replaced, if any.
-    set_config('adcp_idem.lock_timeout_before', left(set_config('lock_timeout',
-        coalesce(nullif(current_setting('adcp_idem.lock_timeout_before', true), ''),
-                 current_setting('lock_timeout')), true), 0), true) AS restored
+SET expires_at = clock.now + $1::bigint * interval '1 millisecond'
+FROM (SELECT coalesce($5::timestamptz, statement_timestamp()) AS now) AS clock
+WHERE k.principal_id = $2 AND k.key = $3
+  AND k.owner_token = $4::text AND k.response IS NULL
 `
 
-type IdempotencyKeyTakeOverParams struct {
-	Operation   string
-	RequestHash []byte
-	OwnerToken  string
-	ExpiresMs   int64
+type IdempotencyKeyRenewParams struct {
+	LeaseMs     int64
 	PrincipalID string
 	Key         string
-	RetentionMs int64
+	OwnerToken  string
 	Now         *time.Time
 }
 
-type IdempotencyKeyTakeOverRow struct {
-	CreatedAt time.Time
-	Restored  string
-}
-
-// IdempotencyKeyTakeOver claims a key whose row may be reused: an in-flight
-// row whose lease has ended (its owner crashed or gave up), or a completed
-// row whose tombstone has outlived retention_ms. The row lock and the
-// re-checked condition make concurrent takeovers safe: exactly one wins, the
-// others get no row.
-func (q *Queries) IdempotencyKeyTakeOver(ctx context.Context, db DBTX, arg IdempotencyKeyTakeOverParams) (IdempotencyKeyTakeOverRow, error) {
-	row := db.QueryRow(ctx, idempotencyKeyTakeOver,
-		arg.Operation,
-		arg.RequestHash,
-		arg.OwnerToken,
-		arg.ExpiresMs,
+// IdempotencyKeyRenew extends the lease of an in-flight key to lease_ms from
+// now, but only for its owner: a request whose claim was taken over affects
+// no row.
+func (q *Queries) IdempotencyKeyRenew(ctx context.Context, db DBTX, arg IdempotencyKeyRenewParams) (int64, error) {
+	result, err := db.Exec(ctx, idempotencyKeyRenew,
+		arg.LeaseMs,
 		arg.PrincipalID,
 		arg.Key,
-		arg.RetentionMs,
+		arg.OwnerToken,
 		arg.Now,
 	)
-	var i IdempotencyKeyTakeOverRow
-	err := row.Scan(&i.CreatedAt, &i.Restored)
-	return i, err
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -11,13 +11,19 @@ import (
 // steps judged by its own clock:
 //
 //   - a claim makes an in-flight entry owned by an owner token, held for a
-//     lease;
+//     lease, which the owner renews while its handler runs;
 //   - completing stores the response, and releasing deletes the entry, both
 //     only for the owner (compare-and-set on the token): a request whose
 //     lease ran out and whose key was taken over can never overwrite or
 //     delete the new owner's entry;
 //   - a completed entry is replayed until ExpiresAt (plus the configured
 //     skew), then kept as a tombstone for the retention, then free again.
+//
+// Every argument that carries an At field is judged at that instant when
+// it is set (a test clock, [Config].Now), and at the backend's own clock
+// when it is zero, as in production. The backend's clock is the storage's
+// (Redis TIME, Postgres statement_timestamp()), never the application's, so
+// replicas with skewed clocks agree.
 //
 // Implementations must be safe for concurrent use, by many processes where
 // the storage is shared. The package idemtest checks all of the above; run
@@ -28,9 +34,17 @@ type Backend interface {
 	// completed and its ExpiresAt lies more than c.Retention in the past.
 	// It returns nil when the claim was taken, and otherwise the entry that
 	// holds the key. Claim must be atomic: of concurrent claims on one key,
-	// exactly one gets nil. A claim resent by its own owner while that claim
-	// is live (after a lost reply) may get nil again.
+	// exactly one gets nil. A backend whose claims can wait for a concurrent
+	// claim (Postgres, when a transaction holds the key uncommitted) waits at
+	// most c.Wait. A claim resent by its own owner while that claim is live
+	// (after a lost reply) may get nil again.
 	Claim(ctx context.Context, c Claim) (*Entry, error)
+
+	// Renew extends the lease of r.Ref's in-flight entry to r.Lease from now,
+	// if r.Owner still owns it. Otherwise it changes nothing and returns an
+	// error matching [ErrNotOwner]. A [Guard] renews every lease while its
+	// handler runs, so that a slow handler never loses its key to a retry.
+	Renew(ctx context.Context, r Renewal) error
 
 	// Complete stores c.Response as the answer for c.Ref, replayed for c.TTL
 	// from now, if c.Owner still owns the in-flight entry. Otherwise it
@@ -44,12 +58,13 @@ type Backend interface {
 	// an error matching [ErrNotOwner].
 	Release(ctx context.Context, ref Ref, owner string) error
 
-	// Get returns ref's entry, or nil if there is none.
-	Get(ctx context.Context, ref Ref) (*Entry, error)
+	// Get returns ref's entry, judged at at (the backend's clock when at is
+	// zero), or nil if there is none.
+	Get(ctx context.Context, ref Ref, at time.Time) (*Entry, error)
 
-	// Sweep deletes up to limit entries whose ExpiresAt lies more than
-	// retention in the past, and reports how many it deleted.
-	Sweep(ctx context.Context, retention time.Duration, limit int) (int, error)
+	// Sweep deletes up to s.Limit entries whose ExpiresAt lies more than
+	// s.Retention before s.At, and reports how many it deleted.
+	Sweep(ctx context.Context, s SweepRequest) (int, error)
 }
 
 // Ref names an entry: a key in a principal's namespace.
@@ -67,11 +82,31 @@ type Claim struct {
 	Hash      Hash
 	// Owner is a token unique to the claiming request.
 	Owner string
-	// Lease is how long the claim holds the key without being completed.
+	// Lease is how long the claim holds the key without being renewed or
+	// completed.
 	Lease time.Duration
 	// Retention is how long past its ExpiresAt a completed entry still holds
 	// the key (as a tombstone).
 	Retention time.Duration
+	// Wait bounds how long a backend that can block on a concurrent claim
+	// may do so; zero or less means not at all.
+	Wait time.Duration
+	// At is the instant to judge by; zero means the backend's clock.
+	At time.Time
+}
+
+// Renewal is the argument of [Backend.Renew].
+type Renewal struct {
+	Ref
+	// Owner is the token the entry was claimed with.
+	Owner string
+	// Lease is the new lease, counted from now.
+	Lease time.Duration
+	// Retention is how long past the lease the entry is kept, for backends
+	// that expire records by themselves.
+	Retention time.Duration
+	// At is the instant to judge by; zero means the backend's clock.
+	At time.Time
 }
 
 // Completion is the argument of [Backend.Complete].
@@ -80,7 +115,7 @@ type Completion struct {
 	// Owner is the token the entry was claimed with.
 	Owner string
 	// Response is the answer to store: the JSON encoding of the handler's
-	// value.
+	// value (or a marker of this package that no answer could be stored).
 	Response []byte
 	// TTL is how long the answer is replayed; the entry's ExpiresAt becomes
 	// now + TTL.
@@ -89,6 +124,18 @@ type Completion struct {
 	// Backends that expire records by themselves (Redis) or sweep them in the
 	// background (memstore) use it; others rely on Sweep.
 	Retention time.Duration
+	// At is the instant to judge by; zero means the backend's clock.
+	At time.Time
+}
+
+// SweepRequest is the argument of [Backend.Sweep].
+type SweepRequest struct {
+	// Retention is how long past its ExpiresAt an entry is kept.
+	Retention time.Duration
+	// Limit bounds how many entries one call deletes.
+	Limit int
+	// At is the instant to judge by; zero means the backend's clock.
+	At time.Time
 }
 
 // Entry is a stored entry as a backend read it.
@@ -101,8 +148,8 @@ type Entry struct {
 	// ExpiresAt is the end of the lease while in flight, and the end of the
 	// replay window once completed.
 	ExpiresAt time.Time
-	// Now is the backend's clock when the entry was read. Leases and expiry
-	// are judged against it, never against the application's clock.
+	// Now is the instant the entry was judged at: the backend's clock when
+	// it read the entry, or the At it was given.
 	Now time.Time
 }
 

@@ -24,7 +24,11 @@ const (
 	// the first request failed and released the key). Past the limit the
 	// answer is IDEMPOTENCY_IN_FLIGHT. This is the default.
 	WaitThenReplay DuplicatePolicy = iota
-	// RejectInFlight answers IDEMPOTENCY_IN_FLIGHT at once.
+	// RejectInFlight answers IDEMPOTENCY_IN_FLIGHT at once. (In Postgres, a
+	// duplicate of a key that another process holds in an uncommitted
+	// transaction is told apart only by waiting for it: there the claim
+	// waits up to 100 ms, the shortest lock wait that never mistakes a
+	// busy table for a held key.)
 	RejectInFlight
 )
 
@@ -49,17 +53,19 @@ type Config struct {
 
 	// WaitLimit bounds how long a request waits for a concurrent request
 	// with the same key (for the Postgres store, the transaction-local
-	// lock_timeout of the claim). Defaults to 5 seconds.
+	// lock_timeout of the claim, so at most 2^31-1 milliseconds, about 24
+	// days; the claim's lock wait is never below 100 ms, see
+	// RejectInFlight). Defaults to 5 seconds.
 	WaitLimit time.Duration
 
 	// Duplicates is the policy for a concurrent duplicate. Defaults to
-	// [WaitThenReplay]. The Postgres [Store] always waits, up to WaitLimit,
-	// because the database serialises the two transactions.
+	// [WaitThenReplay].
 	Duplicates DuplicatePolicy
 
-	// Lease is how long a claim made through a [Guard] holds the key before
-	// another request may take it over: it bounds how long a crashed owner
-	// blocks the key, so it must exceed the longest handler run. Defaults to
+	// Lease is how long a claim made through a [Guard] holds the key without
+	// being renewed: the Guard renews it every Lease/3 while the handler
+	// runs, so it bounds how long a crashed owner blocks the key, not how
+	// long a handler may run. At least one second, at most TTL. Defaults to
 	// 2 minutes (AdCP's working-response timeout).
 	Lease time.Duration
 
@@ -70,11 +76,11 @@ type Config struct {
 	Limiter Limiter
 
 	// MaxPayloadBytes rejects larger payloads with INVALID_REQUEST before
-	// they are parsed. Defaults to 1 MiB.
+	// they are parsed. At most 64 MiB. Defaults to 1 MiB.
 	MaxPayloadBytes int
 
 	// SweepBatch is how many rows one sweep statement deletes at most.
-	// Defaults to 1000.
+	// At most 1,000,000. Defaults to 1000.
 	SweepBatch int
 
 	// Observe, if set, is called once per finished [RunInTx] or [Do] call
@@ -82,11 +88,22 @@ type Config struct {
 	// runs on the caller's goroutine, so it must be quick.
 	Observe func(ctx context.Context, o Observation)
 
-	// Now replaces the storage clock, for tests: with it set, the Postgres
-	// store passes Now() to its queries instead of using now(). Leave nil in
-	// production, where the database clock decides expiry.
+	// Now replaces the storage clock, for tests: with it set, every backend
+	// judges leases, replay windows and tombstones at Now() instead of at
+	// its own clock. Leave nil in production, where the storage's clock
+	// decides (Postgres statement_timestamp(), Redis TIME, the process
+	// clock for memstore), so that replicas with skewed clocks agree.
 	Now func() time.Time
 }
+
+// Upper bounds of the Config fields: what every backend can honour.
+const (
+	maxClockSkew    = time.Hour
+	maxRetention    = 365 * 24 * time.Hour
+	maxWait         = (1<<31 - 1) * time.Millisecond // Postgres lock_timeout is an int of milliseconds
+	maxPayloadLimit = 64 << 20
+	maxSweepBatch   = 1_000_000
+)
 
 // settings is a Config with defaults applied and validated.
 type settings struct {
@@ -120,23 +137,34 @@ func (c *Config) resolve() (settings, error) {
 		return s, fmt.Errorf("idem: TTL %v is outside AdCP's replay window bounds [%v, %v]", s.ttl, MinTTL, MaxTTL)
 	case s.ttl%time.Second != 0:
 		return s, fmt.Errorf("idem: TTL %v is not a whole number of seconds (replay_ttl_seconds is an integer)", s.ttl)
-	case s.skew < 0:
-		return s, fmt.Errorf("idem: ClockSkew %v is negative", s.skew)
-	case s.retention < s.skew:
-		return s, fmt.Errorf("idem: TombstoneRetention %v is shorter than ClockSkew %v", s.retention, s.skew)
-	case s.wait < time.Millisecond:
-		return s, fmt.Errorf("idem: WaitLimit %v is below 1ms", s.wait)
-	case s.lease < time.Millisecond:
-		return s, fmt.Errorf("idem: Lease %v is below 1ms", s.lease)
+	case s.skew < 0 || s.skew > maxClockSkew:
+		return s, fmt.Errorf("idem: ClockSkew %v is outside [0, %v]", s.skew, maxClockSkew)
+	case s.retention < s.skew || s.retention > maxRetention:
+		return s, fmt.Errorf("idem: TombstoneRetention %v is outside [ClockSkew (%v), %v]", s.retention, s.skew, maxRetention)
+	case s.wait < time.Millisecond || s.wait > maxWait:
+		return s, fmt.Errorf("idem: WaitLimit %v is outside [1ms, %v] (Postgres lock_timeout holds at most 2^31-1 ms)", s.wait, maxWait)
+	case s.lease < time.Second || s.lease > s.ttl:
+		return s, fmt.Errorf("idem: Lease %v is outside [1s, TTL (%v)]", s.lease, s.ttl)
 	case s.duplicates != WaitThenReplay && s.duplicates != RejectInFlight:
 		return s, fmt.Errorf("idem: unknown DuplicatePolicy %d", s.duplicates)
-	case s.maxPayload < 0 || s.sweepBatch < 0:
-		return s, fmt.Errorf("idem: MaxPayloadBytes and SweepBatch must not be negative")
+	case s.maxPayload < 0 || s.maxPayload > maxPayloadLimit:
+		return s, fmt.Errorf("idem: MaxPayloadBytes %d is outside [1, %d]", s.maxPayload, maxPayloadLimit)
+	case s.sweepBatch < 0 || s.sweepBatch > maxSweepBatch:
+		return s, fmt.Errorf("idem: SweepBatch %d is outside [1, %d]", s.sweepBatch, maxSweepBatch)
 	}
 	if s.limiter == nil {
 		s.limiter = NewLimiter(60, 300)
 	}
 	return s, nil
+}
+
+// at is the instant a backend judges by: the test clock when one is set,
+// otherwise zero (the backend's own clock).
+func (s settings) at() time.Time {
+	if s.now == nil {
+		return time.Time{}
+	}
+	return s.now()
 }
 
 // Capability is the adcp.idempotency fragment of get_adcp_capabilities.

@@ -22,6 +22,9 @@ var (
 	ErrMissingPrincipal = errors.New("principal is required")
 	// ErrMissingOperation: no operation (tool name) was given.
 	ErrMissingOperation = errors.New("operation is required")
+	// ErrInvalidOperation: the operation is not a name of 1 to 255
+	// characters, each a letter, digit, '_', '.', ':', '-' or '/'.
+	ErrInvalidOperation = errors.New("operation is malformed")
 	// ErrInvalidPayload: the payload is not a JSON object that RFC 8785 can
 	// canonicalise (invalid UTF-8, duplicate names, non-finite numbers, too
 	// deep or too large).
@@ -42,6 +45,33 @@ var (
 	// the work ran is unknown to the caller only if the error says so; the
 	// library never reports as done work that it did not store.
 	ErrStorage = errors.New("idempotency storage failed")
+	// ErrUnencodable: the handler succeeded, but its value cannot be encoded
+	// as JSON, so no answer could be stored. A [Guard] keeps the key (the
+	// work is done and must not run again): every retry gets this error
+	// until the key expires. [RunInTx] rolls everything back instead, so a
+	// retry runs again. A handler may return an error matching ErrUnencodable
+	// itself to say "my work is done but I cannot produce its answer".
+	ErrUnencodable = errors.New("the answer cannot be encoded")
+	// ErrTxEnded: a [RunInTx] handler ended the transaction it was given
+	// (for example with tx.Exec(ctx, "COMMIT")), so the claim, the business
+	// writes and the answer no longer commit together. The key is kept
+	// without an answer: every retry gets this error until the key expires,
+	// never a second run and never IDEMPOTENCY_IN_FLIGHT. Calling Commit or
+	// Rollback on the handler's pgx.Tx is refused with this error and ends
+	// nothing.
+	ErrTxEnded = errors.New("the handler ended the transaction")
+	// ErrUndecodable: the stored answer cannot be decoded into the handler's
+	// value type (the type changed since the answer was stored).
+	ErrUndecodable = errors.New("the stored answer cannot be decoded")
+	// ErrTxConflict: the database aborted the transaction because of a
+	// concurrent one (a serialization failure, SQLSTATE 40001, or a
+	// deadlock, 40P01). Nothing was stored; the same request may be retried.
+	ErrTxConflict = errors.New("the transaction conflicted with a concurrent one")
+	// ErrLeaseLost is the cause of an [ErrStorage] error from a [Guard] whose
+	// claim was taken over by another request before the answer was stored:
+	// the backend stopped answering the lease renewals for longer than the
+	// lease. The answer is not stored.
+	ErrLeaseLost = errors.New("the idempotency claim was lost to another request")
 	// ErrNotOwner is returned by a [Backend] when a request completes or
 	// releases a claim it no longer owns (its lease ended and another request
 	// took the key over). The newer owner's claim is left untouched.
@@ -60,6 +90,7 @@ const (
 	CodeIdempotencyExpired  Code = "IDEMPOTENCY_EXPIRED"
 	CodeRateLimited         Code = "RATE_LIMITED"
 	CodeServiceUnavailable  Code = "SERVICE_UNAVAILABLE"
+	CodeConfigurationError  Code = "CONFIGURATION_ERROR"
 )
 
 // Recovery is the AdCP recovery class of an error: what the caller should do.
@@ -87,12 +118,19 @@ var adcpClass = map[error]struct {
 	ErrInvalidKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key", http.StatusBadRequest},
 	ErrMissingPrincipal: {CodeAuthRequired, RecoveryCorrectable, "", http.StatusUnauthorized},
 	ErrMissingOperation: {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
+	ErrInvalidOperation: {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
 	ErrInvalidPayload:   {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
 	ErrConflict:         {CodeIdempotencyConflict, RecoveryCorrectable, "", http.StatusConflict},
 	ErrInFlight:         {CodeIdempotencyInFlight, RecoveryTransient, "", http.StatusConflict},
 	ErrExpired:          {CodeIdempotencyExpired, RecoveryCorrectable, "", http.StatusUnprocessableEntity},
 	ErrRateLimited:      {CodeRateLimited, RecoveryTransient, "", http.StatusTooManyRequests},
 	ErrStorage:          {CodeServiceUnavailable, RecoveryTransient, "", http.StatusServiceUnavailable},
+	ErrTxConflict:       {CodeServiceUnavailable, RecoveryTransient, "", http.StatusServiceUnavailable},
+	// A seller-side defect that a retry cannot mend: AdCP's code for it is
+	// CONFIGURATION_ERROR, terminal.
+	ErrUnencodable: {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
+	ErrTxEnded:     {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
+	ErrUndecodable: {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
 }
 
 // Error is the error type for every condition with an AdCP code. Use
@@ -118,8 +156,16 @@ type Error struct {
 	RetryAfter time.Duration
 
 	kind  error // the sentinel this error matches
-	cause error // the underlying error, for ErrStorage and ErrInvalidPayload
+	cause error // the underlying error, if any
 }
+
+// NewError returns the *Error for kind, one of this package's sentinels
+// (ErrInvalidKey, ErrConflict, ...), with msg as its message (the
+// sentinel's own text when msg is empty). Adapters and handlers use it to
+// answer a condition in this package's vocabulary. msg is shown to the
+// caller: it must not carry keys, payloads or internal details. NewError
+// panics if kind is not such a sentinel.
+func NewError(kind error, msg string) *Error { return newError(kind, msg) }
 
 func newError(kind error, msg string) *Error {
 	c, ok := adcpClass[kind]
@@ -148,7 +194,8 @@ func (e *Error) Error() string {
 
 // HTTPStatus is the HTTP status code for a REST transport: 400 for invalid
 // requests, 401 without a principal, 409 for conflicts and in-flight keys,
-// 422 for expired keys, 429 when rate limited, 503 for storage failures.
+// 422 for expired keys, 429 when rate limited, 500 for seller-side defects
+// (CONFIGURATION_ERROR), 503 for storage failures and aborted transactions.
 // (MCP and A2A answer errors inside a 200 response instead.)
 func (e *Error) HTTPStatus() int { return adcpClass[e.kind].status }
 

@@ -88,6 +88,23 @@ func ExampleRunInTx() {
 	})
 }
 
+// Behind PgBouncer in transaction mode (before 1.21), pgx must not rely on
+// statements it prepared on one server connection: use the exec mode.
+func ExampleRunInTx_pgbouncer() {
+	ctx := context.Background()
+	cfg, err := pgxpool.ParseConfig("postgres://seller@pgbouncer:6432/seller") // PgBouncer's address
+	if err != nil {
+		panic(err)
+	}
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	// RunInTx as usual: everything it does is transaction-local.
+}
+
 // Do runs any handler idempotently on a Backend; here Postgres outside the
 // handler's transaction, for work that calls another service.
 func ExampleDo() {
@@ -106,7 +123,7 @@ func ExampleDo() {
 		Operation: "sync_creatives",
 		Payload:   []byte(`{"creatives":[{"creative_id":"c1"}]}`),
 	}, func(ctx context.Context) (map[string]int, error) {
-		// Call the ad server. The lease must outlast this call.
+		// Call the ad server. The Guard renews its lease while this runs.
 		return map[string]int{"synced": 1}, nil
 	})
 	if err != nil {

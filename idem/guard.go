@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -43,7 +44,7 @@ func (g *Guard) Capability() Capability { return g.cfg.capability() }
 func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := g.b.Sweep(ctx, g.cfg.retention, g.cfg.sweepBatch)
+		n, err := g.b.Sweep(ctx, SweepRequest{Retention: g.cfg.retention, Limit: g.cfg.sweepBatch, At: g.cfg.at()})
 		total += n
 		if err != nil {
 			return total, backendError("sweep", err)
@@ -67,16 +68,29 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 //     a retry hint; under [RejectInFlight] it gives [ErrInFlight] at once;
 //   - a principal over its insert rate: [ErrRateLimited].
 //
+// A context that has already ended is refused before anything is claimed.
+// While fn runs, Do renews the claim's lease every Config.Lease/3, so a
+// handler slower than the lease keeps its key; fn's context is cancelled
+// (with cause [ErrLeaseLost]) if the backend reports the claim taken over.
+//
 // If fn returns an error or panics, the claim is released, nothing is
 // stored and a retry runs fn again; the error is returned as it is and a
-// panic is re-raised. Backend failures match [ErrStorage].
+// panic is re-raised. If fn succeeds but its value cannot be encoded as
+// JSON (or fn returns an error matching [ErrUnencodable]), the work is done
+// and must not run again: the key is kept with a marker, and this call and
+// every retry get [ErrUnencodable]. Backend failures match [ErrStorage].
 func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.Context) (T, error)) (res Result[T], err error) {
 	defer g.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
 	p, err := prepare(req, g.cfg.maxPayload)
 	if err != nil {
 		return res, err
 	}
-	ref := Ref{p.Principal, p.Key}
+	if err := ctx.Err(); err != nil {
+		// Refused before claiming: nothing runs with a dead context and
+		// nothing is left to block the key.
+		return res, fmt.Errorf("idem: %w", err)
+	}
+	ref := p.ref()
 	owner := newOwnerToken()
 	held, err := g.claim(ctx, p, owner)
 	if err != nil {
@@ -89,62 +103,119 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 		return res, g.release(ctx, ref, owner, err)
 	}
 	v, err := runOwned(ctx, g, ref, owner, fn)
-	if err != nil {
+	var body []byte
+	if err == nil {
+		body, err = encodeValue(v)
+	}
+	if err != nil && !errors.Is(err, ErrUnencodable) {
 		return res, g.release(ctx, ref, owner, err)
 	}
-	body, err := encodeValue(v)
 	if err != nil {
-		return res, g.release(ctx, ref, owner, err)
+		// The work is done but has no answer to store: keep the key with a
+		// marker, so that no retry runs it again.
+		body = markerUnencodable
 	}
 	// The work is done: storing its answer must not be abandoned because the
 	// caller went away.
-	cctx := ctx
-	if ctx.Done() != nil {
-		var cancel context.CancelFunc
-		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-	}
-	err = g.b.Complete(cctx, Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention})
-	if err != nil {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	cerr := g.b.Complete(cctx, Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention, At: g.cfg.at()})
+	if cerr != nil {
 		// The handler's work is done but its answer is not stored. The claim
 		// stays: a retry gets IN_FLIGHT until the lease ends rather than
 		// running the work again at once.
-		if errors.Is(err, ErrNotOwner) {
-			err = fmt.Errorf("the lease (%v) ended before the handler finished and another request took the key over: %w", g.cfg.lease, err)
+		if errors.Is(cerr, ErrNotOwner) {
+			cerr = fmt.Errorf("%w: the lease (%v) was not renewed in time and another request took the key over: %w", ErrLeaseLost, g.cfg.lease, cerr)
 		}
-		e := storageError("complete", err)
+		e := storageError("complete", cerr)
 		e.Message = "the request ran but its answer could not be stored"
 		return res, e
+	}
+	if err != nil {
+		var ie *Error
+		if !errors.As(err, &ie) || ie.kind != ErrUnencodable {
+			err = unencodable(err) // a handler's own error matching ErrUnencodable
+		}
+		return res, err
 	}
 	return Result[T]{Value: v, Response: body}, nil
 }
 
-// runOwned runs fn while owner holds ref; if fn panics, the claim is
-// released before the panic goes on.
+// runOwned runs fn while owner holds ref, renewing the lease until fn
+// returns. If fn panics, the claim is released before the panic goes on.
 func runOwned[T any](ctx context.Context, g *Guard, ref Ref, owner string, fn func(context.Context) (T, error)) (T, error) {
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := g.keepAlive(ctx, ref, owner, cancel)
 	panicked := true
 	defer func() {
 		if panicked {
+			stop()
 			_ = g.release(ctx, ref, owner, nil)
 		}
 	}()
-	v, err := fn(ctx)
+	v, err := fn(hctx)
 	panicked = false
+	stop()
 	return v, err
+}
+
+// keepAlive renews owner's lease on ref every Lease/3 until the returned
+// stop is called (which waits for it to finish). If the backend answers that
+// the claim is no longer owner's, it cancels the handler with ErrLeaseLost.
+// It runs on a context of its own: a handler that goes on after its
+// caller's context ended must keep its key as long as it runs.
+func (g *Guard) keepAlive(ctx context.Context, ref Ref, owner string, lost context.CancelCauseFunc) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	bctx := context.WithoutCancel(ctx)
+	wg.Go(func() {
+		t := time.NewTicker(g.cfg.lease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+			rctx, cancel := context.WithTimeout(bctx, g.cfg.lease/3)
+			err := g.b.Renew(rctx, Renewal{Ref: ref, Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention, At: g.cfg.at()})
+			cancel()
+			if errors.Is(err, ErrNotOwner) {
+				lost(ErrLeaseLost)
+				return
+			}
+			// Any other failure: try again at the next tick. If the backend
+			// stays unreachable past the lease, Complete finds out whether
+			// the key was taken over.
+		}
+	})
+	return func() {
+		select {
+		case <-quit:
+		default:
+			close(quit)
+		}
+		wg.Wait()
+	}
 }
 
 // claim claims the key for owner, waiting for a concurrent equal request
 // under WaitThenReplay. It returns (nil, nil) when the key is ours, or the
 // entry to answer from.
 func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*Entry, error) {
-	c := Claim{
-		Ref: Ref{p.Principal, p.Key}, Operation: p.Operation, Hash: p.hash,
-		Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention,
-	}
 	deadline := time.Now().Add(g.cfg.wait)
 	pause := 2 * time.Millisecond
 	for {
-		held, err := g.b.Claim(ctx, c)
+		wait := time.Until(deadline)
+		if g.cfg.duplicates == RejectInFlight {
+			wait = 0
+		}
+		held, err := g.b.Claim(ctx, Claim{
+			Ref: p.ref(), Operation: p.Operation, Hash: p.hash,
+			Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention,
+			Wait: wait, At: g.cfg.at(),
+		})
 		if err != nil || held == nil {
 			return nil, backendError("claim", err)
 		}

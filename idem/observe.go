@@ -21,6 +21,10 @@ const (
 	OutcomeHandlerError Outcome = "handler_error" // the handler failed; nothing was stored
 	OutcomeStorageError Outcome = "storage_error" // the backend failed
 	OutcomeCanceled     Outcome = "canceled"      // the context ended
+	OutcomeUnencodable  Outcome = "unencodable"   // ErrUnencodable: the handler's value could not be stored
+	OutcomeTxEnded      Outcome = "tx_ended"      // ErrTxEnded: the handler ended its transaction
+	OutcomeUndecodable  Outcome = "undecodable"   // ErrUndecodable: the stored answer could not be read
+	OutcomeTxConflict   Outcome = "tx_conflict"   // ErrTxConflict: serialization failure or deadlock
 )
 
 // Observation describes one finished call to [RunInTx] or [Do]. It carries
@@ -77,6 +81,14 @@ func outcomeOf(replayed bool, err error) Outcome {
 		return OutcomeRateLimited
 	case ErrStorage:
 		return OutcomeStorageError
+	case ErrUnencodable:
+		return OutcomeUnencodable
+	case ErrTxEnded:
+		return OutcomeTxEnded
+	case ErrUndecodable:
+		return OutcomeUndecodable
+	case ErrTxConflict:
+		return OutcomeTxConflict
 	default:
 		return OutcomeInvalid
 	}

@@ -2,12 +2,9 @@ package idem
 
 import (
 	"context"
-	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,9 +32,9 @@ type Beginner interface {
 // transaction, or not at all. It needs the table that package migrations
 // creates. A Store holds no connection and is safe for concurrent use.
 type Store struct {
-	cfg         settings
-	q           *db.Queries
-	lockTimeout string
+	cfg   settings
+	q     *db.Queries
+	turns turns
 }
 
 // NewStore returns a Postgres store configured by cfg (nil for the
@@ -48,25 +45,12 @@ func NewStore(cfg *Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{cfg: s, q: db.New(), lockTimeout: fmt.Sprintf("%dms", s.wait.Milliseconds())}, nil
+	return &Store{cfg: s, q: db.New()}, nil
 }
 
 // Capability returns the adcp.idempotency fragment for
 // get_adcp_capabilities.
 func (s *Store) Capability() Capability { return s.cfg.capability() }
-
-// Result is the outcome of an idempotent call.
-type Result[T any] struct {
-	// Value is the handler's value, or on a replay the stored one decoded.
-	Value T
-	// Replayed reports that the value is the stored answer of an earlier
-	// request with the same key, and that the handler did not run.
-	Replayed bool
-	// Response is the stored JSON encoding of Value: on a replay, byte for
-	// byte what the first request stored. It may share memory with the
-	// backend: do not modify it.
-	Response json.RawMessage
-}
 
 // RunInTx runs fn at most once per (req.Principal, req.Key), in a
 // transaction on conn, and answers retries with the stored result.
@@ -76,7 +60,9 @@ type Result[T any] struct {
 // and claims the key with INSERT ... ON CONFLICT DO NOTHING. A concurrent
 // request with the same key blocks on that insert until the first
 // transaction ends, for at most Config.WaitLimit (a transaction-local
-// lock_timeout), which is what serialises retries. Then, as AdCP requires:
+// lock_timeout), which is what serialises retries; requests with the same
+// key in this process wait for each other in memory first, so duplicates
+// never hold more than one connection. Then, as AdCP requires:
 //
 //   - a new key: fn runs with the same transaction, the JSON encoding of its
 //     value is stored on the claimed row, and everything commits together;
@@ -84,14 +70,28 @@ type Result[T any] struct {
 //     the TTL: the stored value, with Replayed set, and fn does not run;
 //   - the same key with another payload or operation: [ErrConflict];
 //   - a key past its TTL but still remembered: [ErrExpired];
-//   - a concurrent request that holds the key past WaitLimit: [ErrInFlight];
+//   - a concurrent request that holds the key past WaitLimit, or at once
+//     under [RejectInFlight]: [ErrInFlight];
 //   - a principal over its insert rate: [ErrRateLimited].
 //
-// If fn returns an error or panics, the transaction (or savepoint) is rolled
-// back: the claim and every business write disappear, nothing is cached, a
-// retry runs fn again. fn's error is returned as it is; a panic is re-raised
-// after the rollback. fn must do all its writes through tx: a write on
-// another connection is not covered.
+// If fn returns an error or panics, or its value cannot be encoded, the
+// transaction (or savepoint) is rolled back: the claim and every business
+// write disappear, nothing is cached, a retry runs fn again. fn's error is
+// returned as it is; a panic is re-raised after the rollback. fn must do
+// all its writes through tx, and must leave the transaction to RunInTx:
+// tx.Commit and tx.Rollback are refused with [ErrTxEnded], and a handler
+// that ends the transaction anyway (tx.Exec(ctx, "COMMIT")) gets
+// [ErrTxEnded], with the key kept so that no retry runs it again.
+//
+// Transactions run at READ COMMITTED, Postgres's default, give the
+// outcomes above directly. At REPEATABLE READ or SERIALIZABLE (the
+// session's default_transaction_isolation), a duplicate that waited for the
+// first request cannot see its committed row from its old snapshot;
+// RunInTx then claims again in a fresh transaction, so the outcomes are the
+// same. In a caller's transaction at those levels it cannot take a fresh
+// snapshot and returns [ErrTxConflict]: retry the caller's transaction.
+// A serialization failure or deadlock while storing the answer or
+// committing is [ErrTxConflict] as well; nothing was stored.
 //
 // When conn is a pgx.Tx, the outcome is the caller's to commit: the savepoint
 // is released on success, and a later rollback of the caller's transaction
@@ -102,6 +102,40 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 	if err != nil {
 		return res, err
 	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("idem: %w", err)
+	}
+	deadline := time.Now().Add(s.cfg.wait)
+	reject := s.cfg.duplicates == RejectInFlight
+	leave, err := s.turns.take(ctx, p.ref(), s.cfg.wait, reject)
+	if err != nil {
+		return res, err
+	}
+	defer leave()
+	_, callerTx := conn.(pgx.Tx)
+	for attempt := 1; ; attempt++ {
+		wait := time.Duration(0) // at once, but see minLockWait
+		if !reject {
+			wait = time.Until(deadline)
+		}
+		res, err = runInTx(ctx, s, conn, p, wait, fn)
+		if !errors.Is(err, errStaleSnapshot) {
+			return res, err
+		}
+		if !callerTx && attempt < 3 {
+			continue // a fresh transaction has a fresh snapshot
+		}
+		return res, staleSnapshotError(ctx, conn, err)
+	}
+}
+
+// errStaleSnapshot marks a claim that failed because the transaction's
+// snapshot predates the commit of the key's holder (SQLSTATE 40001 at
+// REPEATABLE READ or SERIALIZABLE).
+var errStaleSnapshot = errors.New("the transaction's snapshot cannot see the key's holder")
+
+// runInTx is one attempt of RunInTx, in one transaction.
+func runInTx[T any](ctx context.Context, s *Store, conn Beginner, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return res, dbError("begin", err)
@@ -111,43 +145,59 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 		if !done {
 			// Runs on errors and panics alike. A rollback with a cancelled
 			// context would only close the connection, so give it its own.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = tx.Rollback(rctx)
-			cancel()
+			rollback(ctx, tx)
 		}
 	}()
 
-	// One round trip: set a transaction-local lock_timeout, claim the key,
-	// put lock_timeout back; or read the row that holds the key. The claimed
-	// row gets its final expiry now, so that storing the answer later changes
-	// no indexed column.
+	// One round trip: claim the key or read the row that holds it. The
+	// claimed row gets its final expiry now, so that storing the answer
+	// later changes no indexed column.
 	owner := newOwnerToken()
-	held, err := claimRow(ctx, s.q, tx, s.cfg.now, s.lockTimeout, s.cfg.ttl, Claim{
-		Ref: Ref{p.Principal, p.Key}, Operation: p.Operation, Hash: p.hash,
-		Owner: owner, Retention: s.cfg.retention,
+	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, s.cfg.ttl, Claim{
+		Ref: p.ref(), Operation: p.Operation, Hash: p.hash, Owner: owner, Retention: s.cfg.retention,
 	})
 	if err != nil {
 		return res, err
 	}
 	if held != nil {
-		// Nothing was written; the deferred rollback also puts lock_timeout
-		// back when conn is the caller's transaction.
+		// Nothing was written; the deferred rollback also puts the caller's
+		// settings back when conn is the caller's transaction.
 		return replayOrReject[T](s.cfg, p, held)
 	}
 	if err := allowNewKey(ctx, s.cfg.limiter, p.Principal); err != nil {
 		return res, err
 	}
 
-	v, err := fn(ctx, tx)
-	if err != nil {
+	v, err := runHandler(ctx, tx, fn, func() {
+		// The handler panicked after ending the transaction itself: mark
+		// the key before the panic goes on, or it would stay in flight.
+		done = true
+		_ = s.txEnded(ctx, conn, tx, p, owner, nil)
+	})
+	switch status := tx.Conn().PgConn().TxStatus(); {
+	case status == 'I':
+		// The handler ended the transaction itself (tx.Exec(ctx, "COMMIT")):
+		// the claim and whatever it wrote may have committed without an
+		// answer.
+		done = true
+		return res, s.txEnded(ctx, conn, tx, p, owner, err)
+	case err != nil && errors.Is(err, ErrUnencodable):
+		e := newError(ErrUnencodable, "the seller could not encode the answer; nothing was stored and everything was rolled back")
+		e.cause = err
+		return res, e
+	case err != nil:
 		return res, err
+	case status == 'E':
+		return res, errors.New("idem: the handler returned success, but a statement in its transaction failed and the transaction is aborted; everything was rolled back")
 	}
 	body, err := encodeValue(v)
 	if err != nil {
-		return res, err
+		e := newError(ErrUnencodable, "the seller could not encode the answer; nothing was stored and everything was rolled back")
+		e.cause = errors.Unwrap(err)
+		return res, e
 	}
 	n, err := s.q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-		Response:    body, // TtlMs nil: expires_at stays, the update can be HOT
+		Response:    body, // TTLMs nil: expires_at stays, the update can be HOT
 		PrincipalID: p.Principal, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 	})
 	if err != nil {
@@ -165,103 +215,133 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 	return Result[T]{Value: v, Response: body}, nil
 }
 
-// replayOrReject answers a request whose key is held by entry e.
-func replayOrReject[T any](cfg settings, p prepared, e *Entry) (Result[T], error) {
-	var res Result[T]
-	st := cfg.classify(e)
-	if st == stateExpired {
-		// Past the window the stored request no longer counts: whatever the
-		// payload, the answer is that the key expired.
-		return res, newError(ErrExpired, fmt.Sprintf("idempotency_key is past the replay window (%ds); if the original request may have succeeded, look the resource up before retrying with a fresh key", int(cfg.ttl/time.Second)))
-	}
-	if e.Operation != p.Operation || e.Hash != p.hash {
-		// Checked before waiting: a duplicate with a different payload never
-		// waits, and never learns more than this.
-		return res, newError(ErrConflict, "idempotency_key was already used with a different request; use a fresh key, or resend the original request to get its answer")
-	}
-	if st != stateCompleted {
-		return res, inFlight(e)
-	}
-	v, err := decodeValue[T](e.Response)
-	if err != nil {
-		return res, err
-	}
-	res.Value = v
-	res.Replayed, res.Response = true, e.Response
-	return res, nil
+// runHandler calls fn with the handler's view of tx. If fn panics after
+// ending the transaction itself, ended runs before the panic goes on.
+func runHandler[T any](ctx context.Context, tx pgx.Tx, fn func(context.Context, pgx.Tx) (T, error), ended func()) (T, error) {
+	panicked := true
+	defer func() {
+		if panicked && tx.Conn().PgConn().TxStatus() == 'I' {
+			ended()
+		}
+	}()
+	v, err := fn(ctx, &handlerTx{Tx: tx})
+	panicked = false
+	return v, err
 }
 
-func inFlight(e *Entry) *Error {
-	err := newError(ErrInFlight, "a request with this idempotency_key is still being processed; retry shortly")
-	err.RetryAfter = time.Second
-	if e != nil && e.Response == nil {
-		err.RetryAfter = min(max(e.ExpiresAt.Sub(e.Now), time.Second), 5*time.Second)
-	}
-	return err
+func rollback(ctx context.Context, tx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	_ = tx.Rollback(rctx)
+	cancel()
 }
 
-func allowNewKey(ctx context.Context, l Limiter, principal string) error {
-	ok, after, err := l.Allow(ctx, principal)
-	if err != nil {
-		return fmt.Errorf("idem: rate limiter: %w", err)
-	}
-	if !ok {
-		e := newError(ErrRateLimited, "too many new idempotency keys from this caller; retry later")
-		e.RetryAfter = after
-		return e
-	}
-	return nil
+// handlerTx is the transaction a RunInTx handler gets: the real one, except
+// that it cannot be committed or rolled back, which is RunInTx's to do.
+type handlerTx struct{ pgx.Tx }
+
+// Commit refuses: RunInTx commits the claim, the handler's writes and the
+// answer together after the handler returns.
+func (t *handlerTx) Commit(context.Context) error {
+	return newError(ErrTxEnded, "RunInTx commits the transaction after the handler returns; the handler must not commit it")
 }
 
-// claimRow claims c in the table: an insert for a new key that expires
-// after expires (the lease, or for RunInTx the TTL), a takeover for a
-// reusable row. It returns nil once the key is claimed, or the entry holding
-// it. Rows can vanish or change between statements (released, swept, taken
-// over, or committed by a concurrent claim after this statement's snapshot),
-// so it tries a few times; each statement is atomic on its own.
-func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, lockTimeout string, expires time.Duration, c Claim) (*Entry, error) {
-	for range 4 {
-		at := clock(now)
-		row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
-			PrincipalID: c.Principal, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
-			OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), LockTimeout: lockTimeout, Now: at,
+// Rollback refuses, so that a habitual deferred tx.Rollback in a handler is
+// harmless: RunInTx rolls back when the handler returns an error.
+func (t *handlerTx) Rollback(context.Context) error {
+	return newError(ErrTxEnded, "RunInTx rolls the transaction back when the handler returns an error; the handler must not roll it back")
+}
+
+// txEnded handles a handler that ended its transaction. If the claim
+// committed, the key is marked as run without an answer, so that a retry
+// gets ErrTxEnded instead of IN_FLIGHT or a second run; if it was rolled
+// back, the key is free and a retry runs again.
+func (s *Store) txEnded(ctx context.Context, conn Beginner, tx pgx.Tx, p prepared, owner string, fnErr error) error {
+	rollback(ctx, tx) // returns the connection; the server has no transaction to end
+	e := newError(ErrTxEnded, "the seller's handler ended its transaction itself, so the request's writes and its answer did not commit together; it will not run again under this key")
+	e.cause = fnErr
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := pgx.BeginFunc(mctx, conn, func(mtx pgx.Tx) error {
+		_, err := s.q.IdempotencyKeyComplete(mctx, mtx, db.IdempotencyKeyCompleteParams{
+			Response: markerTxEnded, PrincipalID: p.Principal, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 		})
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue // the holder committed after this statement's snapshot
-		}
-		if err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "57014" && ctx.Err() == nil {
-				// A statement_timeout shorter than WaitLimit ended the wait
-				// for a concurrent request: the key is in flight all the same.
-				e := inFlight(nil)
-				e.cause = fmt.Errorf("claim: %w", err)
-				return nil, e
-			}
-			return nil, dbError("claim", err)
-		}
-		if row.Claimed {
-			return nil, nil
-		}
-		e := &Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DbNow}
-		copy(e.Hash[:], row.RequestHash)
-		if !Reusable(e.Response == nil, e.ExpiresAt, e.Now, c.Retention) {
-			return e, nil
-		}
-		_, err = q.IdempotencyKeyTakeOver(ctx, tx, db.IdempotencyKeyTakeOverParams{
-			Operation: c.Operation, RequestHash: c.Hash[:], OwnerToken: c.Owner,
-			ExpiresMs: expires.Milliseconds(), PrincipalID: c.Principal, Key: c.Key,
-			RetentionMs: c.Retention.Milliseconds(), Now: at,
-		})
-		if err == nil {
-			return nil, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return nil, dbError("take over", err)
-		}
-		// Another request took it over first; look again.
+		return err
+	})
+	if err != nil {
+		e.cause = fmt.Errorf("%w; marking the key failed too, so it stays in flight until its claim expires: %w", fnErr, err)
 	}
-	return nil, inFlight(nil)
+	return e
+}
+
+// staleSnapshotError explains a claim that a transaction at REPEATABLE READ
+// or SERIALIZABLE could not make, naming the level.
+func staleSnapshotError(ctx context.Context, conn Beginner, err error) error {
+	level := "REPEATABLE READ or SERIALIZABLE"
+	if q, ok := conn.(DBTX); ok {
+		var l string
+		if q.QueryRow(ctx, "SHOW transaction_isolation").Scan(&l) == nil {
+			level = l
+		}
+	}
+	e := newError(ErrTxConflict, "a concurrent request with this idempotency_key committed after the transaction began; retry")
+	e.cause = fmt.Errorf("the caller's transaction runs at %s, whose snapshot cannot see that request's answer; retry the caller's transaction: %w", level, err)
+	return e
+}
+
+// claimRow claims c in the table, waiting at most wait for a concurrent
+// uncommitted claim: a new row, or a takeover of a reusable one, that
+// expires after expires (the lease, or for RunInTx the TTL). It returns nil
+// once the key is claimed, or the entry holding it.
+func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, wait, expires time.Duration, c Claim) (*Entry, error) {
+	row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
+		PrincipalID: c.Principal, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
+		OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), RetentionMs: c.Retention.Milliseconds(),
+		LockTimeout: lockTimeout(wait), Now: clock(now),
+	})
+	switch {
+	case err != nil:
+		return nil, claimError(ctx, err)
+	case row.Claimed == nil:
+		return nil, inFlight(nil) // the key changed hands on every attempt
+	case *row.Claimed:
+		return nil, nil
+	}
+	e := &Entry{Operation: *row.Operation, Response: row.Response, ExpiresAt: *row.ExpiresAt, Now: *row.DBNow}
+	copy(e.Hash[:], row.RequestHash)
+	return e, nil
+}
+
+// minLockWait is the shortest lock_timeout a claim runs with. lock_timeout
+// bounds every lock wait of the claim's INSERT, not only the wait for the
+// key's holder: an INSERT also waits, briefly, for the relation extension
+// lock when many sessions insert at once. A bound of a millisecond or two
+// would then answer IN_FLIGHT for keys that nobody holds (the storm tests
+// saw every request for a key get IN_FLIGHT, none executing it).
+const minLockWait = 100 * time.Millisecond
+
+// lockTimeout is the claim's lock_timeout for a wait, in whole
+// milliseconds, never below minLockWait (and never zero, which would mean
+// no limit at all).
+func lockTimeout(wait time.Duration) string {
+	return strconv.FormatInt(max(wait, minLockWait).Milliseconds(), 10) + "ms"
+}
+
+// claimError maps a failed claim: the waits that ended mean the key is in
+// flight; a stale snapshot is retried by RunInTx.
+func claimError(ctx context.Context, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "55P03", // lock_not_available: lock_timeout (WaitLimit) elapsed
+			pgErr.Code == "57014" && ctx.Err() == nil: // a statement_timeout shorter than WaitLimit
+			e := inFlight(nil)
+			e.cause = fmt.Errorf("claim: %w", err)
+			return e
+		case pgErr.Code == "40001":
+			return fmt.Errorf("%w: %w", errStaleSnapshot, err)
+		}
+	}
+	return dbError("claim", err)
 }
 
 func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref) (*Entry, error) {
@@ -272,7 +352,7 @@ func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref)
 	if err != nil {
 		return nil, dbError("read", err)
 	}
-	e := &Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DbNow}
+	e := &Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DBNow}
 	copy(e.Hash[:], row.RequestHash)
 	return e, nil
 }
@@ -286,7 +366,7 @@ func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref)
 func (s *Store) Sweep(ctx context.Context, conn DBTX) (int64, error) {
 	var total int64
 	for {
-		n, err := sweepBatch(ctx, s.q, conn, s.cfg.now, s.cfg.retention, s.cfg.sweepBatch)
+		n, err := sweepBatch(ctx, s.q, conn, clock(s.cfg.now), s.cfg.retention, s.cfg.sweepBatch)
 		total += n
 		if err != nil || n < int64(s.cfg.sweepBatch) {
 			return total, err
@@ -294,9 +374,9 @@ func (s *Store) Sweep(ctx context.Context, conn DBTX) (int64, error) {
 	}
 }
 
-func sweepBatch(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, retention time.Duration, limit int) (int64, error) {
+func sweepBatch(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, retention time.Duration, limit int) (int64, error) {
 	n, err := q.IdempotencyKeyDeleteExpired(ctx, tx, db.IdempotencyKeyDeleteExpiredParams{
-		Now: clock(now), RetentionMs: retention.Milliseconds(), MaxRows: int32(min(limit, 1<<30)),
+		Now: at, RetentionMs: retention.Milliseconds(), MaxRows: int32(min(limit, maxSweepBatch)),
 	})
 	if err != nil {
 		return 0, dbError("sweep", err)
@@ -313,17 +393,39 @@ type PostgresBackend struct {
 	// DB runs the statements, each in its own implicit transaction: a
 	// *pgxpool.Pool (or *pgx.Conn). Required.
 	DB DBTX
-	// Now replaces the database clock, for tests. Leave nil in production.
-	Now func() time.Time
 
 	q db.Queries
 }
 
-// Claim implements [Backend].
-// Its claim statement waits at most 5 seconds for a conflicting
-// uncommitted claim (one made by RunInTx on the same key).
+// Claim implements [Backend]. It waits at most c.Wait for a conflicting
+// uncommitted claim (one that RunInTx holds on the same key).
 func (b *PostgresBackend) Claim(ctx context.Context, c Claim) (*Entry, error) {
-	return claimRow(ctx, &b.q, b.DB, b.Now, "5s", c.Lease, c)
+	for attempt := 1; ; attempt++ {
+		e, err := claimRow(ctx, &b.q, b.DB, atFunc(c.At), c.Wait, c.Lease, c)
+		if errors.Is(err, errStaleSnapshot) && attempt < 3 {
+			// At REPEATABLE READ each statement on a pool is a transaction
+			// of its own: the next one sees the holder.
+			continue
+		}
+		if errors.Is(err, errStaleSnapshot) {
+			return nil, newError(ErrTxConflict, "")
+		}
+		return e, err
+	}
+}
+
+// Renew implements [Backend].
+func (b *PostgresBackend) Renew(ctx context.Context, r Renewal) error {
+	n, err := b.q.IdempotencyKeyRenew(ctx, b.DB, db.IdempotencyKeyRenewParams{
+		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
+	})
+	if err != nil {
+		return dbError("renew", err)
+	}
+	if n == 0 {
+		return ErrNotOwner
+	}
+	return nil
 }
 
 // Complete implements [Backend].
@@ -335,8 +437,8 @@ func (b *PostgresBackend) Complete(ctx context.Context, c Completion) error {
 	}
 	ttl := c.TTL.Milliseconds()
 	n, err := b.q.IdempotencyKeyComplete(ctx, b.DB, db.IdempotencyKeyCompleteParams{
-		Response: response, TtlMs: &ttl, PrincipalID: c.Principal, Key: c.Key,
-		OwnerToken: c.Owner, Now: clock(b.Now),
+		Response: response, TTLMs: &ttl, PrincipalID: c.Principal, Key: c.Key,
+		OwnerToken: c.Owner, Now: atPtr(c.At),
 	})
 	if err != nil {
 		return dbError("complete", err)
@@ -360,13 +462,13 @@ func (b *PostgresBackend) Release(ctx context.Context, ref Ref, owner string) er
 }
 
 // Get implements [Backend].
-func (b *PostgresBackend) Get(ctx context.Context, ref Ref) (*Entry, error) {
-	return getRow(ctx, &b.q, b.DB, clock(b.Now), ref)
+func (b *PostgresBackend) Get(ctx context.Context, ref Ref, at time.Time) (*Entry, error) {
+	return getRow(ctx, &b.q, b.DB, atPtr(at), ref)
 }
 
 // Sweep implements [Backend].
-func (b *PostgresBackend) Sweep(ctx context.Context, retention time.Duration, limit int) (int, error) {
-	n, err := sweepBatch(ctx, &b.q, b.DB, b.Now, retention, limit)
+func (b *PostgresBackend) Sweep(ctx context.Context, s SweepRequest) (int, error) {
+	n, err := sweepBatch(ctx, &b.q, b.DB, atPtr(s.At), s.Retention, s.Limit)
 	return int(n), err
 }
 
@@ -380,36 +482,36 @@ func clock(now func() time.Time) *time.Time {
 	return &t
 }
 
-// newOwnerToken returns a token unique to one request: 128 random bits
-// (from the runtime's ChaCha8 generator; the token never leaves the server,
-// so it needs uniqueness, not secrecy), in hex, in a single allocation.
-func newOwnerToken() string {
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
-	var h [32]byte
-	hex.Encode(h[:], b[:])
-	return string(h[:])
+// atPtr is clock for an instant given to a Backend: zero means the
+// database clock.
+func atPtr(at time.Time) *time.Time {
+	if at.IsZero() {
+		return nil
+	}
+	return &at
+}
+
+// atFunc turns an instant given to a Backend into a clock.
+func atFunc(at time.Time) func() time.Time {
+	if at.IsZero() {
+		return nil
+	}
+	return func() time.Time { return at }
 }
 
 // dbError maps a driver error to this package's vocabulary, in one place:
-// a lock wait past WaitLimit, a serialization failure or a deadlock between
-// two requests for one key means the key is in flight; cancellation stays
-// the context's error; anything else is a storage failure.
+// a serialization failure or a deadlock is ErrTxConflict (nothing was
+// stored, the request may be retried); cancellation stays the context's
+// error; anything else is a storage failure.
 func dbError(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("idem: %s: %w", op, err)
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "55P03", // lock_not_available: lock_timeout elapsed
-			"40001", // serialization_failure
-			"40P01": // deadlock_detected
-			e := inFlight(nil)
-			e.cause = fmt.Errorf("%s: %w", op, err)
-			return e
-		}
+	if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+		e := newError(ErrTxConflict, "the database aborted the transaction because of a concurrent one (serialization failure or deadlock); nothing was stored, retry the request")
+		e.cause = fmt.Errorf("%s: %w", op, err)
+		return e
 	}
 	return storageError(op, err)
 }

@@ -14,6 +14,9 @@ const (
 	MaxKeyLen = 255
 )
 
+// MaxOperationLen bounds Request.Operation, in bytes.
+const MaxOperationLen = 255
+
 // MaxPrincipalLen bounds Request.Principal, in bytes. A principal must also
 // be valid UTF-8 without NUL bytes (Postgres text cannot hold them).
 const MaxPrincipalLen = 1024
@@ -34,6 +37,25 @@ func ValidateKey(key string) error {
 	for i := 0; i < len(key); i++ {
 		if !keyChar[key[i]] {
 			return newError(ErrInvalidKey, "idempotency_key may contain only A-Z, a-z, 0-9 and _ . : -")
+		}
+	}
+	return nil
+}
+
+// validateOperation checks an operation name: 1 to MaxOperationLen
+// characters from the key alphabet plus '/'. Operation names come from the
+// server (tool names), so a bad one is a server bug; it is refused before
+// any backend sees it, and its bytes are never echoed.
+func validateOperation(op string) error {
+	switch {
+	case op == "":
+		return newError(ErrMissingOperation, "")
+	case len(op) > MaxOperationLen:
+		return newError(ErrInvalidOperation, fmt.Sprintf("the operation name is longer than %d bytes", MaxOperationLen))
+	}
+	for i := 0; i < len(op); i++ {
+		if !keyChar[op[i]] && op[i] != '/' {
+			return newError(ErrInvalidOperation, "the operation name may contain only A-Z, a-z, 0-9 and _ . : - /")
 		}
 	}
 	return nil
@@ -64,7 +86,8 @@ type Request struct {
 	Key string
 	// Operation names the task (for AdCP, the tool name, e.g.
 	// "create_media_buy"). A key reused on another operation is a conflict.
-	// Required.
+	// Required: 1 to 255 characters, each a letter, digit, '_', '.', ':',
+	// '-' or '/'.
 	Operation string
 	// Payload is the request as received: a JSON object. Its canonical hash
 	// ([CanonicalJSONSHA256]) decides whether a retry is the same request.
@@ -79,6 +102,9 @@ type prepared struct {
 	Request
 	hash Hash
 }
+
+// ref is the entry the request claims.
+func (p prepared) ref() Ref { return Ref{Principal: p.Principal, Key: p.Key} }
 
 // prepare validates r in the order AdCP asks for (principal, key, operation,
 // payload) and hashes the payload. Nothing is stored for a request that fails
@@ -95,8 +121,8 @@ func prepare(r Request, maxPayload int) (prepared, error) {
 	if err := ValidateKey(r.Key); err != nil {
 		return prepared{}, err
 	}
-	if r.Operation == "" {
-		return prepared{}, newError(ErrMissingOperation, "")
+	if err := validateOperation(r.Operation); err != nil {
+		return prepared{}, err
 	}
 	if len(r.Payload) > maxPayload {
 		return prepared{}, newError(ErrInvalidPayload, fmt.Sprintf("request is larger than %d bytes", maxPayload))

@@ -4,12 +4,16 @@
 //
 //	func TestConformance(t *testing.T) {
 //		idemtest.Run(t, func(t *testing.T) idemtest.Harness {
-//			clock := ... // a clock your backend reads, that the test can move
 //			b := mybackend.New(...)
 //			t.Cleanup(func() { b.Close() })
-//			return idemtest.Harness{Backend: b, Advance: clock.Advance}
+//			return idemtest.Harness{Backend: b}
 //		})
 //	}
+//
+// The suite never sleeps through a lease or a TTL: it keeps a clock of its
+// own, passes it to the backend in every call (the At fields) and to the
+// Guard as [idem.Config].Now, and moves it. A backend must judge every call
+// by At when it is set.
 //
 // It checks the backend's atomic steps (claim, complete, release, get,
 // sweep), ownership (a request whose lease ran out can neither complete nor
@@ -23,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,28 +41,55 @@ type Harness struct {
 	// Backend is a fresh, empty backend, or one whose keys no other test
 	// uses. Required.
 	Backend idem.Backend
-	// Advance moves the backend's clock forward by d. The suite never sleeps
-	// through a lease or a TTL; it moves the clock. Required.
-	Advance func(d time.Duration)
 }
+
+// suite is a Harness with the suite's clock.
+type suite struct {
+	Harness
+	clock *clock
+}
+
+// clock is the suite's test clock; it moves only when told to.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward by d.
+func (h suite) Advance(d time.Duration) {
+	h.clock.mu.Lock()
+	h.clock.t = h.clock.t.Add(d)
+	h.clock.mu.Unlock()
+}
+
+// at is the instant to pass to the backend.
+func (h suite) at() time.Time { return h.clock.Now() }
 
 // Run runs the suite. newHarness is called once per subtest.
 func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Helper()
-	setup := func(t *testing.T) Harness {
+	setup := func(t *testing.T) suite {
 		h := newHarness(t)
-		if h.Backend == nil || h.Advance == nil {
-			t.Fatal("idemtest: Harness needs a Backend and an Advance func")
+		if h.Backend == nil {
+			t.Fatal("idemtest: Harness needs a Backend")
 		}
-		return h
+		// Millisecond precision, as every backend keeps it.
+		return suite{Harness: h, clock: &clock{t: time.Now().UTC().Truncate(time.Millisecond)}}
 	}
 	for _, tc := range []struct {
 		name string
-		fn   func(*testing.T, Harness)
+		fn   func(*testing.T, suite)
 	}{
 		{"Backend/ClaimGetComplete", testClaimGetComplete},
 		{"Backend/Ownership", testOwnership},
 		{"Backend/LeaseTakeover", testLeaseTakeover},
+		{"Backend/Renew", testRenew},
 		{"Backend/TTLAndTombstone", testTTLAndTombstone},
 		{"Backend/Sweep", testSweep},
 		{"Backend/PrincipalIsolation", testBackendIsolation},
@@ -71,6 +103,11 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"Do/LeaseTakeover", testDoLeaseTakeover},
 		{"Do/RateLimit", testDoRateLimit},
 		{"Do/PrincipalIsolation", testDoIsolation},
+		{"Do/UnencodableAnswerRunsOnce", testDoUnencodable},
+		{"Do/SlowHandlerKeepsItsLease", testDoSlowHandler},
+		{"Do/EndedContextRunsNothing", testDoEndedContext},
+		{"Do/MalformedOperationStoresNothing", testDoMalformedOperation},
+		{"Do/UndecodableStoredAnswer", testDoUndecodable},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, setup(t)) })
 	}
@@ -101,17 +138,17 @@ func hashOf(t *testing.T, payload string) idem.Hash {
 	return h
 }
 
-func claim(t *testing.T, ref idem.Ref, owner string) idem.Claim {
-	return idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hashOf(t, `{"a":1}`), Owner: owner, Lease: lease, Retention: retention}
+func (h suite) claim(t *testing.T, ref idem.Ref, owner string) idem.Claim {
+	return idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hashOf(t, `{"a":1}`), Owner: owner, Lease: lease, Retention: retention, At: h.at()}
 }
 
-func completion(ref idem.Ref, owner, response string) idem.Completion {
-	return idem.Completion{Ref: ref, Owner: owner, Response: []byte(response), TTL: ttl, Retention: retention}
+func (h suite) completion(ref idem.Ref, owner, response string) idem.Completion {
+	return idem.Completion{Ref: ref, Owner: owner, Response: []byte(response), TTL: ttl, Retention: retention, At: h.at()}
 }
 
-func mustClaim(t *testing.T, b idem.Backend, c idem.Claim) {
+func mustClaim(t *testing.T, h suite, c idem.Claim) {
 	t.Helper()
-	held, err := b.Claim(context.Background(), c)
+	held, err := h.Backend.Claim(context.Background(), c)
 	if err != nil {
 		t.Fatalf("Claim: %v", err)
 	}
@@ -120,73 +157,73 @@ func mustClaim(t *testing.T, b idem.Backend, c idem.Claim) {
 	}
 }
 
-func mustGet(t *testing.T, b idem.Backend, ref idem.Ref) *idem.Entry {
+func mustGet(t *testing.T, h suite, ref idem.Ref) *idem.Entry {
 	t.Helper()
-	e, err := b.Get(context.Background(), ref)
+	e, err := h.Backend.Get(context.Background(), ref, h.at())
 	if err != nil {
 		t.Fatalf("Get: %v", err)
 	}
 	return e
 }
 
-func testClaimGetComplete(t *testing.T, h Harness) {
+func testClaimGetComplete(t *testing.T, h suite) {
 	ctx := context.Background()
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
-	if e := mustGet(t, h.Backend, ref); e != nil {
+	if e := mustGet(t, h, ref); e != nil {
 		t.Fatalf("Get of an unknown key = %+v, want nil", e)
 	}
-	c := claim(t, ref, "owner-1")
-	mustClaim(t, h.Backend, c)
+	c := h.claim(t, ref, "owner-1")
+	mustClaim(t, h, c)
 
-	e := mustGet(t, h.Backend, ref)
+	e := mustGet(t, h, ref)
 	if e == nil || e.Response != nil || e.Operation != c.Operation || e.Hash != c.Hash {
 		t.Fatalf("Get after Claim = %+v, want the in-flight entry", e)
 	}
 	if d := e.ExpiresAt.Sub(e.Now); d <= 0 || d > lease {
 		t.Fatalf("in-flight ExpiresAt is %v after Now, want within the %v lease", d, lease)
 	}
-	held, err := h.Backend.Claim(ctx, claim(t, ref, "owner-2"))
+	held, err := h.Backend.Claim(ctx, h.claim(t, ref, "owner-2"))
 	if err != nil || held == nil || held.Response != nil {
 		t.Fatalf("second Claim = %+v, %v; want the in-flight holder", held, err)
 	}
 
-	if err := h.Backend.Complete(ctx, completion(ref, "owner-1", `{"media_buy_id":"mb_1"}`)); err != nil {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-1", `{"media_buy_id":"mb_1"}`)); err != nil {
 		t.Fatalf("Complete by the owner: %v", err)
 	}
-	e = mustGet(t, h.Backend, ref)
+	e = mustGet(t, h, ref)
 	if e == nil || string(e.Response) != `{"media_buy_id":"mb_1"}` {
 		t.Fatalf("Get after Complete = %+v, want the stored response", e)
 	}
 	if d := e.ExpiresAt.Sub(e.Now); d <= ttl-time.Minute || d > ttl {
 		t.Fatalf("completed ExpiresAt is %v after Now, want the %v TTL", d, ttl)
 	}
-	held, err = h.Backend.Claim(ctx, claim(t, ref, "owner-3"))
+	held, err = h.Backend.Claim(ctx, h.claim(t, ref, "owner-3"))
 	if err != nil || held == nil || string(held.Response) != `{"media_buy_id":"mb_1"}` {
 		t.Fatalf("Claim of a completed key = %+v, %v; want the completed entry", held, err)
 	}
 }
 
-func testOwnership(t *testing.T, h Harness) {
+func testOwnership(t *testing.T, h suite) {
 	ctx := context.Background()
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
-	mustClaim(t, h.Backend, claim(t, ref, "owner-1"))
+	mustClaim(t, h, h.claim(t, ref, "owner-1"))
 
-	if err := h.Backend.Complete(ctx, completion(ref, "intruder", `"stolen"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "intruder", `"stolen"`)); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Complete by a non-owner: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Release(ctx, ref, "intruder"); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Release by a non-owner: %v, want ErrNotOwner", err)
 	}
-	if e := mustGet(t, h.Backend, ref); e == nil || e.Response != nil {
+	if e := mustGet(t, h, ref); e == nil || e.Response != nil {
 		t.Fatalf("after a non-owner's attempts: %+v, want the untouched in-flight entry", e)
 	}
 	if err := h.Backend.Release(ctx, ref, "owner-1"); err != nil {
 		t.Fatalf("Release by the owner: %v", err)
 	}
-	if e := mustGet(t, h.Backend, ref); e != nil {
+	if e := mustGet(t, h, ref); e != nil {
 		t.Fatalf("after Release: %+v, want no entry", e)
 	}
-	if err := h.Backend.Complete(ctx, completion(ref, "owner-1", `1`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-1", `1`)); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Complete after Release: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Release(ctx, ref, "owner-1"); !errors.Is(err, idem.ErrNotOwner) {
@@ -194,86 +231,86 @@ func testOwnership(t *testing.T, h Harness) {
 	}
 
 	// A completed entry can be neither completed again nor released.
-	mustClaim(t, h.Backend, claim(t, ref, "owner-2"))
-	if err := h.Backend.Complete(ctx, completion(ref, "owner-2", `"first"`)); err != nil {
+	mustClaim(t, h, h.claim(t, ref, "owner-2"))
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-2", `"first"`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Backend.Complete(ctx, completion(ref, "owner-2", `"second"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-2", `"second"`)); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("second Complete: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Release(ctx, ref, "owner-2"); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Release of a completed entry: %v, want ErrNotOwner", err)
 	}
-	if e := mustGet(t, h.Backend, ref); e == nil || string(e.Response) != `"first"` {
+	if e := mustGet(t, h, ref); e == nil || string(e.Response) != `"first"` {
 		t.Fatalf("completed entry = %+v, want the first response kept", e)
 	}
 }
 
-func testLeaseTakeover(t *testing.T, h Harness) {
+func testLeaseTakeover(t *testing.T, h suite) {
 	ctx := context.Background()
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
-	mustClaim(t, h.Backend, claim(t, ref, "crashed"))
+	mustClaim(t, h, h.claim(t, ref, "crashed"))
 
 	h.Advance(lease - time.Second)
-	if held, err := h.Backend.Claim(ctx, claim(t, ref, "early")); err != nil || held == nil {
+	if held, err := h.Backend.Claim(ctx, h.claim(t, ref, "early")); err != nil || held == nil {
 		t.Fatalf("Claim within the lease = %+v, %v; want the holder", held, err)
 	}
 	h.Advance(2 * time.Second)
-	mustClaim(t, h.Backend, claim(t, ref, "successor"))
+	mustClaim(t, h, h.claim(t, ref, "successor"))
 
 	// The stale owner can no longer touch the key.
-	if err := h.Backend.Complete(ctx, completion(ref, "crashed", `"stale"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "crashed", `"stale"`)); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Complete by the stale owner: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Release(ctx, ref, "crashed"); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("Release by the stale owner: %v, want ErrNotOwner", err)
 	}
-	if err := h.Backend.Complete(ctx, completion(ref, "successor", `"fresh"`)); err != nil {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "successor", `"fresh"`)); err != nil {
 		t.Fatalf("Complete by the successor: %v", err)
 	}
-	if e := mustGet(t, h.Backend, ref); e == nil || string(e.Response) != `"fresh"` {
+	if e := mustGet(t, h, ref); e == nil || string(e.Response) != `"fresh"` {
 		t.Fatalf("entry = %+v, want the successor's response", e)
 	}
 }
 
-func testTTLAndTombstone(t *testing.T, h Harness) {
+func testTTLAndTombstone(t *testing.T, h suite) {
 	ctx := context.Background()
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
-	mustClaim(t, h.Backend, claim(t, ref, "owner"))
-	if err := h.Backend.Complete(ctx, completion(ref, "owner", `"answer"`)); err != nil {
+	mustClaim(t, h, h.claim(t, ref, "owner"))
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner", `"answer"`)); err != nil {
 		t.Fatal(err)
 	}
 	h.Advance(ttl + skew + time.Second) // past the replay window: a tombstone
-	e := mustGet(t, h.Backend, ref)
+	e := mustGet(t, h, ref)
 	if e == nil || !e.Now.After(e.ExpiresAt.Add(skew)) {
 		t.Fatalf("entry past its TTL = %+v, want it kept with Now past ExpiresAt+skew", e)
 	}
-	if held, err := h.Backend.Claim(ctx, claim(t, ref, "retry")); err != nil || held == nil {
+	if held, err := h.Backend.Claim(ctx, h.claim(t, ref, "retry")); err != nil || held == nil {
 		t.Fatalf("Claim of a tombstone = %+v, %v; want the tombstone to hold the key", held, err)
 	}
 	h.Advance(retention) // past retention: the key is free
-	mustClaim(t, h.Backend, claim(t, ref, "much-later"))
+	mustClaim(t, h, h.claim(t, ref, "much-later"))
 }
 
-func testSweep(t *testing.T, h Harness) {
+func testSweep(t *testing.T, h suite) {
 	ctx := context.Background()
 	old := make([]idem.Ref, 5)
 	for i := range old {
 		old[i] = idem.Ref{Principal: "alice", Key: newKey()}
-		mustClaim(t, h.Backend, claim(t, old[i], "o"))
-		if err := h.Backend.Complete(ctx, completion(old[i], "o", `1`)); err != nil {
+		mustClaim(t, h, h.claim(t, old[i], "o"))
+		if err := h.Backend.Complete(ctx, h.completion(old[i], "o", `1`)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	h.Advance(ttl + retention + time.Second)
 	fresh := idem.Ref{Principal: "alice", Key: newKey()}
-	mustClaim(t, h.Backend, claim(t, fresh, "o"))
-	if err := h.Backend.Complete(ctx, completion(fresh, "o", `2`)); err != nil {
+	mustClaim(t, h, h.claim(t, fresh, "o"))
+	if err := h.Backend.Complete(ctx, h.completion(fresh, "o", `2`)); err != nil {
 		t.Fatal(err)
 	}
 	deleted := 0
 	for range 10 {
-		n, err := h.Backend.Sweep(ctx, retention, 2)
+		n, err := h.Backend.Sweep(ctx, idem.SweepRequest{Retention: retention, Limit: 2, At: h.at()})
 		if err != nil {
 			t.Fatalf("Sweep: %v", err)
 		}
@@ -288,28 +325,28 @@ func testSweep(t *testing.T, h Harness) {
 	// Backends that expire entries by themselves may have nothing left to
 	// sweep; either way the old entries are gone and the fresh one stays.
 	for _, ref := range old {
-		if e := mustGet(t, h.Backend, ref); e != nil {
+		if e := mustGet(t, h, ref); e != nil {
 			t.Fatalf("entry past retention still there after Sweep (deleted %d): %+v", deleted, e)
 		}
 	}
-	if e := mustGet(t, h.Backend, fresh); e == nil {
+	if e := mustGet(t, h, fresh); e == nil {
 		t.Fatal("Sweep deleted an entry within its TTL")
 	}
 }
 
-func testBackendIsolation(t *testing.T, h Harness) {
+func testBackendIsolation(t *testing.T, h suite) {
 	key := newKey()
-	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "alice", Key: key}, "a"))
-	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "bob", Key: key}, "b"))
+	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "alice", Key: key}, "a"))
+	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "bob", Key: key}, "b"))
 	// Principals that could collide if a backend joined the two strings
 	// naively.
-	mustClaim(t, h.Backend, claim(t, idem.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
-	if e := mustGet(t, h.Backend, idem.Ref{Principal: "carol", Key: key}); e != nil {
+	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
+	if e := mustGet(t, h, idem.Ref{Principal: "carol", Key: key}); e != nil {
 		t.Fatalf("carol sees %+v under alice's key", e)
 	}
 }
 
-func testConcurrentClaims(t *testing.T, h Harness) {
+func testConcurrentClaims(t *testing.T, h suite) {
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
 	const n = 64
 	var wg sync.WaitGroup
@@ -318,7 +355,7 @@ func testConcurrentClaims(t *testing.T, h Harness) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			e, err := h.Backend.Claim(context.Background(), claim(t, ref, fmt.Sprint("owner-", i)))
+			e, err := h.Backend.Claim(context.Background(), h.claim(t, ref, fmt.Sprint("owner-", i)))
 			switch {
 			case err != nil:
 				failed.Add(1)
@@ -344,9 +381,10 @@ type answer struct {
 	Run        int64  `json:"run"`
 }
 
-func guard(t *testing.T, h Harness, cfg idem.Config) *idem.Guard {
+func guard(t *testing.T, h suite, cfg idem.Config) *idem.Guard {
 	t.Helper()
 	cfg.TTL, cfg.TombstoneRetention, cfg.Lease = ttl, retention, lease
+	cfg.Now = h.clock.Now
 	if cfg.Limiter == nil {
 		cfg.Limiter = idem.Unlimited
 	}
@@ -369,7 +407,7 @@ func (c *counter) handle(context.Context) (answer, error) {
 	return answer{MediaBuyID: fmt.Sprint("mb_", n), Run: n}, nil
 }
 
-func testDoOutcomes(t *testing.T, h Harness) {
+func testDoOutcomes(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{})
 	var c counter
@@ -402,7 +440,7 @@ func testDoOutcomes(t *testing.T, h Harness) {
 	}
 }
 
-func testDoExpiry(t *testing.T, h Harness) {
+func testDoExpiry(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{})
 	var c counter
@@ -425,7 +463,7 @@ func testDoExpiry(t *testing.T, h Harness) {
 	}
 }
 
-func testDoFailure(t *testing.T, h Harness) {
+func testDoFailure(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{})
 	var c counter
@@ -435,7 +473,7 @@ func testDoFailure(t *testing.T, h Harness) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("handler error: %v, want it returned as is", err)
 	}
-	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: key}); e != nil {
+	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
 		t.Fatalf("after a handler error the key holds %+v, want it released", e)
 	}
 	func() {
@@ -446,7 +484,7 @@ func testDoFailure(t *testing.T, h Harness) {
 		}()
 		_, _ = idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { panic("bug") })
 	}()
-	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: key}); e != nil {
+	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
 		t.Fatalf("after a panic the key holds %+v, want it released", e)
 	}
 	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
@@ -457,7 +495,7 @@ func testDoFailure(t *testing.T, h Harness) {
 
 // A caller that goes away after the work is done must not lose its answer:
 // the work happened, so a retry must replay it.
-func testDoCancelledAfterWork(t *testing.T, h Harness) {
+func testDoCancelledAfterWork(t *testing.T, h suite) {
 	g := guard(t, h, idem.Config{})
 	var c counter
 	key := newKey()
@@ -476,7 +514,7 @@ func testDoCancelledAfterWork(t *testing.T, h Harness) {
 	}
 }
 
-func testDoConcurrent(t *testing.T, h Harness) {
+func testDoConcurrent(t *testing.T, h suite) {
 	g := guard(t, h, idem.Config{WaitLimit: time.Minute})
 	key := newKey()
 	var runs atomic.Int32
@@ -514,7 +552,7 @@ func testDoConcurrent(t *testing.T, h Harness) {
 	}
 }
 
-func testDoInFlight(t *testing.T, h Harness) {
+func testDoInFlight(t *testing.T, h suite) {
 	ctx := context.Background()
 	key := newKey()
 	running, finish := make(chan struct{}), make(chan struct{})
@@ -571,7 +609,7 @@ func testDoInFlight(t *testing.T, h Harness) {
 	}
 }
 
-func testDoLeaseTakeover(t *testing.T, h Harness) {
+func testDoLeaseTakeover(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{Duplicates: idem.RejectInFlight})
 	key := newKey()
@@ -602,7 +640,7 @@ func testDoLeaseTakeover(t *testing.T, h Harness) {
 	}
 }
 
-func testDoRateLimit(t *testing.T, h Harness) {
+func testDoRateLimit(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{Limiter: idem.NewLimiter(0.001, 1)})
 	var c counter
@@ -616,7 +654,7 @@ func testDoRateLimit(t *testing.T, h Harness) {
 	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter <= 0 {
 		t.Fatalf("second new key: %v, want RATE_LIMITED with a retry hint", err)
 	}
-	if e := mustGet(t, h.Backend, idem.Ref{Principal: "alice", Key: limited}); e != nil {
+	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: limited}); e != nil {
 		t.Fatalf("a rate-limited request left %+v", e)
 	}
 	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
@@ -627,7 +665,7 @@ func testDoRateLimit(t *testing.T, h Harness) {
 	}
 }
 
-func testDoIsolation(t *testing.T, h Harness) {
+func testDoIsolation(t *testing.T, h suite) {
 	ctx := context.Background()
 	g := guard(t, h, idem.Config{})
 	var c counter
@@ -639,5 +677,221 @@ func testDoIsolation(t *testing.T, h Harness) {
 	b, err := idem.Do(ctx, g, req("bob", key, `{"budget":2}`), c.handle)
 	if err != nil || a.Replayed || b.Replayed || a.Value == b.Value {
 		t.Fatalf("alice %+v, bob %+v (%v): want two fresh runs", a, b, err)
+	}
+}
+
+func testRenew(t *testing.T, h suite) {
+	ctx := context.Background()
+	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	mustClaim(t, h, h.claim(t, ref, "owner"))
+	renew := func(owner string) error {
+		return h.Backend.Renew(ctx, idem.Renewal{Ref: ref, Owner: owner, Lease: lease, Retention: retention, At: h.at()})
+	}
+	// Renewed just before it ends, the lease runs a full lease from then.
+	h.Advance(lease - time.Second)
+	if err := renew("owner"); err != nil {
+		t.Fatalf("Renew by the owner: %v", err)
+	}
+	h.Advance(lease - time.Second)
+	if held, err := h.Backend.Claim(ctx, h.claim(t, ref, "successor")); err != nil || held == nil {
+		t.Fatalf("Claim within the renewed lease = %+v, %v; want the holder", held, err)
+	}
+	if err := renew("intruder"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Renew by a non-owner: %v, want ErrNotOwner", err)
+	}
+	// Once the lease has lapsed and the key was taken over, the old owner
+	// can no longer renew it.
+	h.Advance(2 * time.Second)
+	mustClaim(t, h, h.claim(t, ref, "successor"))
+	if err := renew("owner"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Renew by the owner after a takeover: %v, want ErrNotOwner", err)
+	}
+	if err := h.Backend.Complete(ctx, h.completion(ref, "successor", `"done"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := renew("successor"); !errors.Is(err, idem.ErrNotOwner) {
+		t.Fatalf("Renew of a completed entry: %v, want ErrNotOwner", err)
+	}
+	if e := mustGet(t, h, ref); e == nil || string(e.Response) != `"done"` {
+		t.Fatalf("entry = %+v, want the completed answer untouched", e)
+	}
+}
+
+// unencodable is a value that encoding/json refuses.
+type unencodable struct {
+	Budget float64 `json:"budget"`
+}
+
+func (unencodable) MarshalJSON() ([]byte, error) { return nil, errors.New("cannot encode") }
+
+// A handler whose side effect happened but whose value cannot be encoded
+// must not run again: the key keeps a marker, every retry gets
+// ErrUnencodable.
+func testDoUnencodable(t *testing.T, h suite) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var sideEffects atomic.Int32
+	key := newKey()
+	for i := range 4 {
+		_, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (unencodable, error) {
+			sideEffects.Add(1)
+			return unencodable{Budget: 1}, nil
+		})
+		var e *idem.Error
+		if !errors.Is(err, idem.ErrUnencodable) || !errors.As(err, &e) || e.Code != idem.CodeConfigurationError || e.Recovery != idem.RecoveryTerminal {
+			t.Fatalf("call %d: %v, want ErrUnencodable (CONFIGURATION_ERROR, terminal)", i+1, err)
+		}
+	}
+	if n := sideEffects.Load(); n != 1 {
+		t.Fatalf("the side effect ran %d times over 4 calls, want 1", n)
+	}
+	// A handler may say the same itself.
+	key2 := newKey()
+	for range 2 {
+		_, err := idem.Do(ctx, g, req("alice", key2, `{}`), func(context.Context) (answer, error) {
+			sideEffects.Add(1)
+			return answer{}, fmt.Errorf("rendering the answer: %w", idem.ErrUnencodable)
+		})
+		if !errors.Is(err, idem.ErrUnencodable) {
+			t.Fatalf("handler returning ErrUnencodable: %v", err)
+		}
+	}
+	if n := sideEffects.Load(); n != 2 {
+		t.Fatalf("side effects = %d after a handler reported ErrUnencodable twice, want 2", n)
+	}
+	// A different payload under the key is still a conflict.
+	if _, err := idem.Do(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle); !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("different payload: %v, want ErrConflict", err)
+	}
+}
+
+// A handler slower than the lease keeps its key: the Guard renews the
+// lease, so a duplicate that arrives after the first lease would have ended
+// finds the key still in flight instead of running the work again. This
+// test runs on the backend's real clock.
+func testDoSlowHandler(t *testing.T, h suite) {
+	ctx := context.Background()
+	g, err := idem.New(h.Backend, &idem.Config{
+		Lease: time.Second, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := newKey()
+	var runs atomic.Int32
+	handler := func(context.Context) (answer, error) {
+		n := runs.Add(1)
+		if n == 1 {
+			time.Sleep(2500 * time.Millisecond) // two and a half leases
+		}
+		return answer{MediaBuyID: "mb_slow", Run: int64(n)}, nil
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := idem.Do(ctx, g, req("alice", key, `{}`), handler)
+		first <- err
+	}()
+	// Duplicates over the handler's run, past the end of the first lease.
+	for range 6 {
+		time.Sleep(300 * time.Millisecond)
+		_, err := idem.Do(ctx, g, req("alice", key, `{}`), handler)
+		if err == nil {
+			break // the first finished: this was a replay
+		}
+		if !errors.Is(err, idem.ErrInFlight) {
+			t.Fatalf("duplicate while the first runs: %v, want ErrInFlight", err)
+		}
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the slow first call: %v", err)
+	}
+	res, err := idem.Do(ctx, g, req("alice", key, `{}`), handler)
+	if err != nil || !res.Replayed || res.Value.Run != 1 {
+		t.Fatalf("after the slow call: %+v, %v; want its answer replayed", res, err)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the handler ran %d times, want 1", n)
+	}
+}
+
+// A context that has already ended is refused before anything is claimed:
+// the handler never runs and nothing blocks the key.
+func testDoEndedContext(t *testing.T, h suite) {
+	g := guard(t, h, idem.Config{})
+	key := newKey()
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var c counter
+	if _, err := idem.Do(cctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Do with an ended context: %v, want context.Canceled", err)
+	}
+	if c.runs.Load() != 0 {
+		t.Fatal("the handler ran with an ended context")
+	}
+	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+		t.Fatalf("a refused call left %+v", e)
+	}
+	if res, err := idem.Do(context.Background(), g, req("alice", key, `{}`), c.handle); err != nil || res.Replayed || c.runs.Load() != 1 {
+		t.Fatalf("the next call: %+v, %v; want a fresh run", res, err)
+	}
+}
+
+// Operation names are validated like keys, before any backend sees them.
+func testDoMalformedOperation(t *testing.T, h suite) {
+	ctx := context.Background()
+	g := guard(t, h, idem.Config{})
+	var c counter
+	for name, op := range map[string]string{
+		"NUL byte":      "create\x00media_buy",
+		"invalid UTF-8": "create_\xffmedia_buy",
+		"10,000 bytes":  strings.Repeat("a", 10_000),
+		"space":         "create media_buy",
+	} {
+		key := newKey()
+		r := req("alice", key, `{}`)
+		r.Operation = op
+		_, err := idem.Do(ctx, g, r, c.handle)
+		var e *idem.Error
+		if !errors.Is(err, idem.ErrInvalidOperation) || !errors.As(err, &e) || e.Code != idem.CodeInvalidRequest {
+			t.Fatalf("%s: %v, want ErrInvalidOperation (INVALID_REQUEST)", name, err)
+		}
+		if strings.Contains(err.Error(), op) {
+			t.Fatalf("%s: the error echoes the operation name", name)
+		}
+		if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+			t.Fatalf("%s: stored %+v", name, e)
+		}
+	}
+	if c.runs.Load() != 0 {
+		t.Fatalf("the handler ran %d times for malformed operations", c.runs.Load())
+	}
+}
+
+// An answer stored under one type and replayed into an incompatible one
+// (the seller changed its response type) is its own error, never a rerun.
+func testDoUndecodable(t *testing.T, h suite) {
+	ctx := context.Background()
+	var observed []idem.Outcome
+	g := guard(t, h, idem.Config{Observe: func(_ context.Context, o idem.Observation) { observed = append(observed, o.Outcome) }})
+	key := newKey()
+	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
+		return answer{MediaBuyID: "mb_1", Run: 1}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type changed struct {
+		MediaBuyID int `json:"media_buy_id"` // was a string
+	}
+	ran := false
+	_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (changed, error) { ran = true; return changed{}, nil })
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrUndecodable) || !errors.As(err, &e) || e.Code != idem.CodeConfigurationError {
+		t.Fatalf("replay into a changed type: %v, want ErrUndecodable (CONFIGURATION_ERROR)", err)
+	}
+	if ran {
+		t.Fatal("the handler ran again")
+	}
+	if len(observed) != 2 || observed[1] != idem.OutcomeUndecodable {
+		t.Fatalf("outcomes %v, want [executed undecodable]", observed)
 	}
 }

@@ -964,7 +964,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 	}{
 		{"Store.Sweep", func(ctx context.Context) (int64, error) { return s.Sweep(ctx, d.pool) }},
 		{"sketch-pause-20ms", batches(func(ctx context.Context) (int64, error) {
-			n, err := backend.Sweep(ctx, 24*time.Hour, 1000)
+			n, err := backend.Sweep(ctx, idem.SweepRequest{Retention: 24 * time.Hour, Limit: 1000})
 			return int64(n), err
 		}, 20*time.Millisecond)},
 		{"sketch-ctid", batches(func(ctx context.Context) (int64, error) {

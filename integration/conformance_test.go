@@ -2,7 +2,6 @@ package integration
 
 import (
 	"testing"
-	"time"
 
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/idemtest"
@@ -13,8 +12,6 @@ import (
 func TestPostgresBackendConformance(t *testing.T) {
 	t.Parallel()
 	idemtest.Run(t, func(t *testing.T) idemtest.Harness {
-		pool := newSchema(t)
-		clock := &fakeClock{t: time.Now().UTC()}
-		return idemtest.Harness{Backend: &idem.PostgresBackend{DB: pool, Now: clock.Now}, Advance: clock.Add}
+		return idemtest.Harness{Backend: &idem.PostgresBackend{DB: newSchema(t)}}
 	})
 }

@@ -80,7 +80,7 @@ func TestReliabilityIsolation(t *testing.T) {
 		}},
 		{"redisstore", func(t *testing.T) isoDo {
 			needRedis(t)
-			g, err := idem.New(newRedisStore(t, newRedisClient(t, redisURL, nil), "iso-"+randomID(6), &redisClock{}), &cfg)
+			g, err := idem.New(newRedisStore(t, newRedisClient(t, redisURL, nil), "iso-"+randomID(6)), &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

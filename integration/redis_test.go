@@ -102,16 +102,9 @@ func newRedisClient(t *testing.T, url string, tweak func(*redis.Options)) *redis
 	return c
 }
 
-// redisClock is the test clock of a redisstore: an offset added to Redis's
-// TIME.
-type redisClock struct{ offset atomic.Int64 }
-
-func (c *redisClock) Offset() time.Duration   { return time.Duration(c.offset.Load()) }
-func (c *redisClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-
-func newRedisStore(t *testing.T, client redis.UniversalClient, prefix string, clock *redisClock) *redisstore.Store {
+func newRedisStore(t *testing.T, client redis.UniversalClient, prefix string) *redisstore.Store {
 	t.Helper()
-	s, err := redisstore.New(context.Background(), client, &redisstore.Options{Prefix: prefix, ClockOffset: clock.Offset, RequireNoEviction: true})
+	s, err := redisstore.New(context.Background(), client, &redisstore.Options{Prefix: prefix, RequireNoEviction: true})
 	if err != nil {
 		t.Fatalf("redisstore.New: %v", err)
 	}
@@ -119,14 +112,13 @@ func newRedisStore(t *testing.T, client redis.UniversalClient, prefix string, cl
 }
 
 // The shared backend conformance suite against Redis, each subtest under a
-// key prefix of its own, its clock moved by Options.ClockOffset.
+// key prefix of its own.
 func TestRedisConformance(t *testing.T) {
 	needRedis(t)
 	t.Parallel()
 	client := newRedisClient(t, redisURL, nil)
 	idemtest.Run(t, func(t *testing.T) idemtest.Harness {
-		clock := &redisClock{}
-		return idemtest.Harness{Backend: newRedisStore(t, client, "conf-"+randomID(6), clock), Advance: clock.Advance}
+		return idemtest.Harness{Backend: newRedisStore(t, client, "conf-"+randomID(6))}
 	})
 }
 
@@ -139,7 +131,7 @@ func TestRedisEntryLayoutAndNativeExpiry(t *testing.T) {
 	ctx := context.Background()
 	client := newRedisClient(t, redisURL, nil)
 	prefix := "layout-" + randomID(6)
-	s := newRedisStore(t, client, prefix, &redisClock{})
+	s := newRedisStore(t, client, prefix)
 
 	const lease, ttl, retention = 2 * time.Minute, time.Hour, 24 * time.Hour
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{"budget":1}`))
@@ -180,7 +172,7 @@ func TestRedisEntryLayoutAndNativeExpiry(t *testing.T) {
 		t.Fatalf("Claim = %+v, %v", held, err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		e, err := s.Get(ctx, short)
+		e, err := s.Get(ctx, short, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -200,7 +192,7 @@ func TestRedisResentStepsAreRecognised(t *testing.T) {
 	needRedis(t)
 	t.Parallel()
 	ctx := context.Background()
-	s := newRedisStore(t, newRedisClient(t, redisURL, nil), "resent-"+randomID(6), &redisClock{})
+	s := newRedisStore(t, newRedisClient(t, redisURL, nil), "resent-"+randomID(6))
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{}`))
 	ref := idem.Ref{Principal: "alice", Key: newKey()}
 	claim := idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hash, Owner: "owner-1", Lease: time.Minute, Retention: time.Hour}
@@ -229,7 +221,7 @@ func TestRedisResentStepsAreRecognised(t *testing.T) {
 	if err := s.Complete(ctx, other); !errors.Is(err, idem.ErrNotOwner) {
 		t.Fatalf("a completion by another owner: %v, want ErrNotOwner", err)
 	}
-	if e, err := s.Get(ctx, ref); err != nil || e == nil || string(e.Response) != `"answer"` {
+	if e, err := s.Get(ctx, ref, time.Time{}); err != nil || e == nil || string(e.Response) != `"answer"` {
 		t.Fatalf("entry = %+v, %v; want the owner's answer", e, err)
 	}
 }
@@ -241,9 +233,8 @@ func TestRedisSweepKeepsToItsPrefix(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	client := newRedisClient(t, redisURL, nil)
-	clock := &redisClock{}
-	a := newRedisStore(t, client, "sweep-"+randomID(6), clock)
-	b := newRedisStore(t, client, "sweep-"+randomID(6), clock)
+	a := newRedisStore(t, client, "sweep-"+randomID(6))
+	b := newRedisStore(t, client, "sweep-"+randomID(6))
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{}`))
 	var refs []idem.Ref
 	for range 3 {
@@ -258,15 +249,15 @@ func TestRedisSweepKeepsToItsPrefix(t *testing.T) {
 			}
 		}
 	}
-	clock.Advance(2*time.Hour + time.Second)
-	if n, err := a.Sweep(ctx, time.Hour, 100); err != nil || n != 3 {
+	later := time.Now().Add(2*time.Hour + time.Second) // past TTL + retention
+	if n, err := a.Sweep(ctx, idem.SweepRequest{Retention: time.Hour, Limit: 100, At: later}); err != nil || n != 3 {
 		t.Fatalf("Sweep = %d, %v; want its 3 entries deleted", n, err)
 	}
 	for _, ref := range refs {
-		if e, err := a.Get(ctx, ref); e != nil || err != nil {
+		if e, err := a.Get(ctx, ref, later); e != nil || err != nil {
 			t.Fatalf("swept store still has %+v, %v", e, err)
 		}
-		if e, err := b.Get(ctx, ref); e == nil || err != nil {
+		if e, err := b.Get(ctx, ref, later); e == nil || err != nil {
 			t.Fatalf("the other store lost its entry: %+v, %v", e, err)
 		}
 	}
@@ -359,10 +350,10 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = time.Second, 500*time.Millisecond, 500*time.Millisecond, time.Second
 		o.MaxRetries = -1
 	})
-	clock := &redisClock{}
-	store := newRedisStore(t, client, "fault", clock)
+	clock := &fakeClock{t: time.Now().UTC()}
+	store := newRedisStore(t, client, "fault")
 	const lease = 2 * time.Minute
-	g, err := idem.New(store, &idem.Config{Lease: lease, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited})
+	g, err := idem.New(store, &idem.Config{Lease: lease, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,12 +411,12 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 			}
 			t.Log("after the outage: the claim never reached Redis; the retry runs the work")
 		case errors.Is(err, idem.ErrInFlight):
-			e, gerr := store.Get(ctx, idem.Ref{Principal: req.Principal, Key: req.Key})
+			e, gerr := store.Get(ctx, idem.Ref{Principal: req.Principal, Key: req.Key}, clock.Now())
 			if gerr != nil || e == nil || e.Response != nil {
 				t.Fatalf("IN_FLIGHT, but the entry is %+v, %v", e, gerr)
 			}
 			t.Logf("after the outage: the claim holds the key (IN_FLIGHT, retry_after %ds) until its lease ends", idem.Wire(err).RetryAfter)
-			clock.Advance(lease + time.Second)
+			clock.Add(lease + time.Second)
 			if res, err = idem.Do(ctx, g, req, handler); err != nil || res.Replayed || res.Value.MediaBuyID != ranBefore+1 {
 				t.Fatalf("retry past the lease = %+v, %v; want run %d", res, err, ranBefore+1)
 			}

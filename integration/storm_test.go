@@ -145,7 +145,7 @@ func TestReliabilityStorm(t *testing.T) {
 	}{
 		{"wait", idem.Config{Limiter: idem.Unlimited}},                                                            // wait up to 5 s, then replay
 		{"short-wait", idem.Config{Limiter: idem.Unlimited, WaitLimit: 2 * time.Millisecond}},                     // mostly IN_FLIGHT
-		{"reject", idem.Config{Limiter: idem.Unlimited, Duplicates: idem.RejectInFlight, WaitLimit: time.Second}}, // IN_FLIGHT at once (Guard)
+		{"reject", idem.Config{Limiter: idem.Unlimited, Duplicates: idem.RejectInFlight, WaitLimit: time.Second}}, // IN_FLIGHT at once
 	}
 	backends := []struct {
 		name string
@@ -171,7 +171,7 @@ func TestReliabilityStorm(t *testing.T) {
 		}},
 		{"redisstore", func(t *testing.T, cfg idem.Config, counts *tally) {
 			needRedis(t)
-			guardStorm(t, newRedisStore(t, newRedisClient(t, redisURL, nil), "storm-"+randomID(6), &redisClock{}), cfg, rounds, counts)
+			guardStorm(t, newRedisStore(t, newRedisClient(t, redisURL, nil), "storm-"+randomID(6)), cfg, rounds, counts)
 		}},
 		{"memstore", func(t *testing.T, cfg idem.Config, counts *tally) {
 			m := memstore.New(nil)
@@ -181,9 +181,6 @@ func TestReliabilityStorm(t *testing.T) {
 	}
 	for _, b := range backends {
 		for _, p := range policies {
-			if b.name == "RunInTx" && p.name == "reject" {
-				continue // the Postgres store always waits (up to WaitLimit)
-			}
 			t.Run(b.name+"/"+p.name, func(t *testing.T) {
 				var counts tally
 				start := time.Now()

@@ -32,8 +32,6 @@ type Options struct {
 	// whose tombstone retention (or abandoned lease) has ended. Defaults to
 	// one minute; a negative value turns the sweeper off.
 	SweepInterval time.Duration
-	// Now replaces the clock, for tests. Defaults to time.Now.
-	Now func() time.Time
 }
 
 // Store is the in-memory backend. Create it with [New] and stop its sweeper
@@ -41,7 +39,6 @@ type Options struct {
 type Store struct {
 	seed   maphash.Seed
 	shards [shardCount]shard
-	now    func() time.Time
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -69,10 +66,7 @@ func New(opts *Options) *Store {
 	if opts == nil {
 		opts = &Options{}
 	}
-	s := &Store{seed: maphash.MakeSeed(), now: opts.Now}
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s := &Store{seed: maphash.MakeSeed()}
 	for i := range s.shards {
 		s.shards[i].entries = make(map[idem.Ref]*entry)
 	}
@@ -103,7 +97,7 @@ func (s *Store) sweeper(interval time.Duration) {
 		case <-s.stop:
 			return
 		case <-t.C:
-			now := s.now()
+			now := time.Now()
 			for i := range s.shards {
 				sh := &s.shards[i]
 				sh.mu.Lock()
@@ -127,10 +121,22 @@ func (s *Store) shard(ref idem.Ref) *shard {
 	return &s.shards[h.Sum64()%shardCount]
 }
 
-// Claim implements [idem.Backend].
-func (s *Store) Claim(_ context.Context, c idem.Claim) (*idem.Entry, error) {
+// now is the instant a call is judged at: at, or the process clock.
+func now(at time.Time) time.Time {
+	if at.IsZero() {
+		return time.Now()
+	}
+	return at
+}
+
+// Claim implements [idem.Backend]. It never waits: the entry of a
+// concurrent claim is visible at once.
+func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	sh := s.shard(c.Ref)
-	now := s.now()
+	now := now(c.At)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.entries[c.Ref]; e != nil && !idem.Reusable(e.response == nil, e.expiresAt, now, c.Retention) {
@@ -144,10 +150,28 @@ func (s *Store) Claim(_ context.Context, c idem.Claim) (*idem.Entry, error) {
 	return nil, nil
 }
 
+// Renew implements [idem.Backend].
+func (s *Store) Renew(ctx context.Context, r idem.Renewal) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sh := s.shard(r.Ref)
+	now := now(r.At)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.entries[r.Ref]
+	if e == nil || e.response != nil || e.owner != r.Owner {
+		return idem.ErrNotOwner
+	}
+	e.expiresAt = now.Add(r.Lease)
+	e.freeAt = e.expiresAt.Add(r.Retention)
+	return nil
+}
+
 // Complete implements [idem.Backend].
 func (s *Store) Complete(_ context.Context, c idem.Completion) error {
 	sh := s.shard(c.Ref)
-	now := s.now()
+	now := now(c.At)
 	response := slices.Clip(bytes.Clone(c.Response)) // callers may append to what Get returns
 	if response == nil {
 		response = []byte("null")
@@ -178,9 +202,9 @@ func (s *Store) Release(_ context.Context, ref idem.Ref, owner string) error {
 }
 
 // Get implements [idem.Backend].
-func (s *Store) Get(_ context.Context, ref idem.Ref) (*idem.Entry, error) {
+func (s *Store) Get(_ context.Context, ref idem.Ref, at time.Time) (*idem.Entry, error) {
 	sh := s.shard(ref)
-	now := s.now()
+	now := now(at)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e := sh.entries[ref]; e != nil {
@@ -191,8 +215,8 @@ func (s *Store) Get(_ context.Context, ref idem.Ref) (*idem.Entry, error) {
 
 // Sweep implements [idem.Backend]. The background sweeper makes calling it
 // unnecessary, but it works.
-func (s *Store) Sweep(ctx context.Context, retention time.Duration, limit int) (int, error) {
-	now := s.now()
+func (s *Store) Sweep(ctx context.Context, r idem.SweepRequest) (int, error) {
+	now := now(r.At)
 	n := 0
 	for i := range s.shards {
 		if err := ctx.Err(); err != nil {
@@ -201,10 +225,10 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration, limit int) (
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for ref, e := range sh.entries {
-			if n >= limit {
+			if n >= r.Limit {
 				break
 			}
-			if now.After(e.expiresAt.Add(retention)) {
+			if now.After(e.expiresAt.Add(r.Retention)) {
 				delete(sh.entries, ref)
 				n++
 			}

@@ -61,7 +61,7 @@
 // a multi-key script requires. The fields are op, hash (hex), owner, exp
 // (ExpiresAt, milliseconds since the epoch) and, once completed, resp.
 //
-// Complete and Release compare the owner token inside the script: a request
+// Renew, Complete and Release compare the owner token inside the script: a request
 // whose lease ended and whose key was taken over gets [idem.ErrNotOwner] and
 // changes nothing. go-redis resends a command whose reply was lost
 // (Options.MaxRetries), so the scripts recognise their own earlier effect: a
@@ -72,15 +72,15 @@
 //
 // Redis's clock (TIME, read inside each script) decides leases, the replay
 // window and tombstones, and is the [idem.Entry].Now the core judges by;
-// the application's clock never is. Options.ClockOffset shifts it, for
-// tests only.
+// the application's clock never is. A test clock (idem.Config.Now) replaces
+// it, for tests only.
 //
 // Every entry carries a Redis TTL: an in-flight entry expires lease +
 // retention after its claim, a completed one TTL + retention after its
 // completion (the tombstone retention, during which a retry gets
 // IDEMPOTENCY_EXPIRED). Redis deletes them by itself, so production code
 // need not call [idem.Guard.Sweep]; [Store.Sweep] works (it scans the
-// keyspace) and serves clocks moved by Options.ClockOffset.
+// keyspace) and serves test clocks that Redis's own expiry cannot see.
 //
 // # Client settings
 //

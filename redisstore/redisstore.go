@@ -44,13 +44,6 @@ type Options struct {
 
 	// Logger receives the warnings of [New]. Defaults to slog.Default().
 	Logger *slog.Logger
-
-	// ClockOffset is added to Redis's clock in every script, for tests: it
-	// lets a test move the store's clock past a lease or a TTL without
-	// waiting. It moves leases, replay windows, tombstones and
-	// [idem.Entry].Now; Redis's own key expiry (PEXPIRE) keeps running on
-	// its real clock. Defaults to no offset; leave it nil in production.
-	ClockOffset func() time.Duration
 }
 
 // Store is the Redis backend. Create it with [New]; the zero value is not
@@ -59,7 +52,6 @@ type Options struct {
 type Store struct {
 	client redis.UniversalClient
 	prefix string
-	offset func() time.Duration
 }
 
 var _ idem.Backend = (*Store)(nil)
@@ -83,7 +75,7 @@ func New(ctx context.Context, client redis.UniversalClient, opts *Options) (*Sto
 	if err := checkPrefix(prefix); err != nil {
 		return nil, err
 	}
-	s := &Store{client: client, prefix: prefix, offset: opts.ClockOffset}
+	s := &Store{client: client, prefix: prefix}
 	logger := cmp.Or(opts.Logger, slog.Default())
 	if err := s.checkEviction(ctx, opts.RequireNoEviction, logger); err != nil {
 		return nil, err
@@ -178,11 +170,15 @@ func (s *Store) key(ref idem.Ref) string {
 // pattern matches every entry key of this store, for SCAN.
 func (s *Store) pattern() string { return s.prefix + ":{*" }
 
-func (s *Store) offsetMS() int64 {
-	if s.offset == nil {
+// clockMS is the clock argument of the scripts: at in milliseconds since the
+// epoch, or 0 for Redis's own clock (TIME). A test clock (idem.Config.Now)
+// moves leases, replay windows, tombstones and [idem.Entry].Now; Redis's own
+// key expiry (PEXPIRE) keeps running on its real clock.
+func clockMS(at time.Time) int64 {
+	if at.IsZero() {
 		return 0
 	}
-	return s.offset().Milliseconds()
+	return at.UnixMilli()
 }
 
 func ms(d time.Duration) int64 { return max(0, d.Milliseconds()) }
@@ -190,7 +186,7 @@ func ms(d time.Duration) int64 { return max(0, d.Milliseconds()) }
 // Claim implements [idem.Backend].
 func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
 	r, err := claimScript.Run(ctx, s.client, []string{s.key(c.Ref)},
-		s.offsetMS(), c.Operation, hex.EncodeToString(c.Hash[:]), c.Owner, ms(c.Lease), ms(c.Retention)).Slice()
+		clockMS(c.At), c.Operation, hex.EncodeToString(c.Hash[:]), c.Owner, ms(c.Lease), ms(c.Retention)).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: claim: %w", err)
 	}
@@ -217,9 +213,22 @@ func (s *Store) Complete(ctx context.Context, c idem.Completion) error {
 		response = []byte("null")
 	}
 	n, err := completeScript.Run(ctx, s.client, []string{s.key(c.Ref)},
-		s.offsetMS(), c.Owner, response, ms(c.TTL), ms(c.Retention)).Int()
+		clockMS(c.At), c.Owner, response, ms(c.TTL), ms(c.Retention)).Int()
 	if err != nil {
 		return fmt.Errorf("redisstore: complete: %w", err)
+	}
+	if n != 1 {
+		return idem.ErrNotOwner
+	}
+	return nil
+}
+
+// Renew implements [idem.Backend].
+func (s *Store) Renew(ctx context.Context, r idem.Renewal) error {
+	n, err := renewScript.Run(ctx, s.client, []string{s.key(r.Ref)},
+		clockMS(r.At), r.Owner, ms(r.Lease), ms(r.Retention)).Int()
+	if err != nil {
+		return fmt.Errorf("redisstore: renew: %w", err)
 	}
 	if n != 1 {
 		return idem.ErrNotOwner
@@ -240,8 +249,8 @@ func (s *Store) Release(ctx context.Context, ref idem.Ref, owner string) error {
 }
 
 // Get implements [idem.Backend].
-func (s *Store) Get(ctx context.Context, ref idem.Ref) (*idem.Entry, error) {
-	r, err := getScript.Run(ctx, s.client, []string{s.key(ref)}, s.offsetMS()).Slice()
+func (s *Store) Get(ctx context.Context, ref idem.Ref, at time.Time) (*idem.Entry, error) {
+	r, err := getScript.Run(ctx, s.client, []string{s.key(ref)}, clockMS(at)).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: get: %w", err)
 	}
@@ -290,11 +299,12 @@ func parseEntry(r []any) (*idem.Entry, error) {
 // Sweep implements [idem.Backend]. Redis deletes entries by itself (every
 // entry carries a TTL of lease or replay window plus retention), so
 // production code need not call it. It exists for the cases Redis's expiry
-// cannot see, such as a clock moved by Options.ClockOffset: it scans this
+// cannot see, such as a test clock (idem.Config.Now): it scans this
 // store's keys (SCAN on every master) and deletes, one script per key, those
 // whose ExpiresAt lies more than retention in the past, at most limit of
 // them. Its cost grows with the size of the whole keyspace.
-func (s *Store) Sweep(ctx context.Context, retention time.Duration, limit int) (int, error) {
+func (s *Store) Sweep(ctx context.Context, r idem.SweepRequest) (int, error) {
+	retention, limit := r.Retention, r.Limit
 	if limit <= 0 {
 		return 0, nil
 	}
@@ -315,7 +325,7 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration, limit int) (
 				// the total stays within limit.
 				batch := keys[:min(len(keys), limit-deleted)]
 				keys = keys[len(batch):]
-				n, err := s.sweepKeys(ctx, batch, retention)
+				n, err := s.sweepKeys(ctx, batch, retention, clockMS(r.At))
 				deleted += n
 				if err != nil {
 					return deleted, fmt.Errorf("redisstore: sweep: %w", err)
@@ -334,14 +344,13 @@ func (s *Store) Sweep(ctx context.Context, retention time.Duration, limit int) (
 
 // sweepKeys runs the sweep script on each key, in one pipeline through the
 // top-level client (which routes each key to its Cluster slot).
-func (s *Store) sweepKeys(ctx context.Context, keys []string, retention time.Duration) (int, error) {
+func (s *Store) sweepKeys(ctx context.Context, keys []string, retention time.Duration, clock int64) (int, error) {
 	cmds := make([]*redis.Cmd, len(keys))
-	offset := s.offsetMS()
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, k := range keys {
 			// EVAL rather than EVALSHA: a pipeline cannot fall back on
 			// NOSCRIPT, and the sweep is a background job.
-			cmds[i] = sweepScript.Eval(ctx, p, []string{k}, offset, ms(retention))
+			cmds[i] = sweepScript.Eval(ctx, p, []string{k}, clock, ms(retention))
 		}
 		return nil
 	})

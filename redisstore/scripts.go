@@ -14,18 +14,21 @@ import "github.com/redis/go-redis/v9"
 //	       completed
 //	resp   the stored answer; absent while in flight
 //
-// Every script that needs the time reads it from Redis (TIME) plus ARGV[1],
-// the test clock offset in milliseconds. Numbers are written with '%d' so
-// that large millisecond values never turn into exponent notation.
+// Every script that needs the time reads it from Redis (TIME), unless
+// ARGV[1], a test clock in milliseconds since the epoch, is not 0. Numbers
+// are written with '%d' so that large millisecond values never turn into
+// exponent notation.
 
-// nowMS is the prelude that sets now, in milliseconds, from TIME and the
-// offset in ARGV[1].
+// nowMS is the prelude that sets now, in milliseconds: ARGV[1], or TIME.
 const nowMS = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local now = tonumber(ARGV[1])
+if now == 0 then
+	local t = redis.call('TIME')
+	now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 `
 
-// claimScript: ARGV = offset, operation, hash, owner, lease ms, retention
+// claimScript: ARGV = clock, operation, hash, owner, lease ms, retention
 // ms. Returns {1, now} when the key is taken for owner, or {0, now, exp, op,
 // hash, resp|false} with the entry that holds it. The takeover rule is
 // idem.Reusable: an in-flight entry past its lease, a completed one past
@@ -53,7 +56,7 @@ redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, lease + tonumber(
 return {1, now}
 `)
 
-// completeScript: ARGV = offset, owner, response, ttl ms, retention ms.
+// completeScript: ARGV = clock, owner, response, ttl ms, retention ms.
 // Returns 1 when the answer is stored, 0 when owner does not own the
 // in-flight entry. A completion resent by the same owner with the same
 // answer after a lost reply finds it stored and succeeds again.
@@ -74,6 +77,20 @@ redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, ttl + tonumber(AR
 return 1
 `)
 
+// renewScript: ARGV = clock, owner, lease ms, retention ms. Extends the
+// lease of the in-flight entry to now + lease and returns 1 if owner owns
+// it; returns 0 otherwise.
+var renewScript = redis.NewScript(nowMS + `
+local e = redis.call('HMGET', KEYS[1], 'owner', 'resp')
+if e[1] ~= ARGV[2] or e[2] then
+	return 0
+end
+local lease = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'exp', string.format('%d', now + lease))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, lease + tonumber(ARGV[4]))))
+return 1
+`)
+
 // releaseScript: ARGV = owner. Deletes the entry and returns 1 if owner owns
 // it in flight; returns 0 otherwise.
 var releaseScript = redis.NewScript(`
@@ -85,7 +102,7 @@ redis.call('DEL', KEYS[1])
 return 1
 `)
 
-// getScript: ARGV = offset. Returns {now} when there is no entry, or {now,
+// getScript: ARGV = clock. Returns {now} when there is no entry, or {now,
 // exp, op, hash, resp|false}. Read-only; a script only for the Redis clock.
 var getScript = redis.NewScript(nowMS + `
 local e = redis.call('HMGET', KEYS[1], 'exp', 'op', 'hash', 'resp')
@@ -95,7 +112,7 @@ end
 return {now, tonumber(e[1]), e[2], e[3], e[4]}
 `)
 
-// sweepScript: ARGV = offset, retention ms. Deletes the entry and returns 1
+// sweepScript: ARGV = clock, retention ms. Deletes the entry and returns 1
 // if its exp lies more than retention in the past; returns 0 otherwise, and
 // for any key that is not an entry hash.
 var sweepScript = redis.NewScript(nowMS + `

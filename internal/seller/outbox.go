@@ -48,7 +48,7 @@ func (s *Seller) dispatchBatch(ctx context.Context) bool {
 		return false
 	}
 	for _, r := range rows {
-		err := s.poster.post(ctx, event{url: r.Url, body: r.Body})
+		err := s.poster.post(ctx, event{url: r.URL, body: r.Body})
 		if err == nil {
 			err = s.q.OutboxDelivered(ctx, s.cfg.DB, r.ID)
 			if err != nil {

@@ -459,7 +459,7 @@ func (s *Seller) createMediaBuyTx(ctx context.Context, tx pgx.Tx, c *adcpmcp.Cal
 		return resp, fmt.Errorf("storing the media buy: %w", err)
 	}
 	if e := webhookEvent(req, resp); e != nil {
-		if err := s.q.OutboxInsert(ctx, tx, sellerdb.OutboxInsertParams{MediaBuyID: b.MediaBuyID, Url: e.url, Body: e.body}); err != nil {
+		if err := s.q.OutboxInsert(ctx, tx, sellerdb.OutboxInsertParams{MediaBuyID: b.MediaBuyID, URL: e.url, Body: e.body}); err != nil {
 			return resp, fmt.Errorf("queueing the webhook: %w", err)
 		}
 	}
@@ -485,7 +485,7 @@ func (s *Seller) getMediaBuys(ctx context.Context, c *adcpmcp.Call) (getMediaBuy
 	if s.store == nil {
 		return getMediaBuysResponse{MediaBuys: s.buys.list(c.Principal, req.MediaBuyIDs)}, nil
 	}
-	rows, err := s.q.MediaBuyList(ctx, s.cfg.DB, sellerdb.MediaBuyListParams{PrincipalID: c.Principal, Ids: append([]string{}, req.MediaBuyIDs...)})
+	rows, err := s.q.MediaBuyList(ctx, s.cfg.DB, sellerdb.MediaBuyListParams{PrincipalID: c.Principal, IDs: append([]string{}, req.MediaBuyIDs...)})
 	if err != nil {
 		return getMediaBuysResponse{}, err
 	}

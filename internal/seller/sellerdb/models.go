@@ -26,7 +26,7 @@ type SellerMediaBuy struct {
 type SellerWebhookOutbox struct {
 	ID            int64
 	MediaBuyID    string
-	Url           string
+	URL           string
 	Body          []byte
 	Attempts      int32
 	NextAttemptAt time.Time

@@ -69,7 +69,7 @@ ORDER BY created_at, media_buy_id
 
 type MediaBuyListParams struct {
 	PrincipalID string
-	Ids         []string
+	IDs         []string
 }
 
 type MediaBuyListRow struct {
@@ -86,7 +86,7 @@ type MediaBuyListRow struct {
 
 // MediaBuyList returns a principal's media buys, all of them or those named.
 func (q *Queries) MediaBuyList(ctx context.Context, db DBTX, arg MediaBuyListParams) ([]MediaBuyListRow, error) {
-	rows, err := db.Query(ctx, mediaBuyList, arg.PrincipalID, arg.Ids)
+	rows, err := db.Query(ctx, mediaBuyList, arg.PrincipalID, arg.IDs)
 	if err != nil {
 		return nil, err
 	}
@@ -133,13 +133,13 @@ VALUES ($1, $2, $3)
 
 type OutboxInsertParams struct {
 	MediaBuyID string
-	Url        string
+	URL        string
 	Body       []byte
 }
 
 // OutboxInsert queues a webhook event (inside the idempotent transaction).
 func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg OutboxInsertParams) error {
-	_, err := db.Exec(ctx, outboxInsert, arg.MediaBuyID, arg.Url, arg.Body)
+	_, err := db.Exec(ctx, outboxInsert, arg.MediaBuyID, arg.URL, arg.Body)
 	return err
 }
 
@@ -165,7 +165,7 @@ type OutboxLeaseParams struct {
 
 type OutboxLeaseRow struct {
 	ID       int64
-	Url      string
+	URL      string
 	Body     []byte
 	Attempts int32
 }
@@ -184,7 +184,7 @@ func (q *Queries) OutboxLease(ctx context.Context, db DBTX, arg OutboxLeaseParam
 		var i OutboxLeaseRow
 		if err := rows.Scan(
 			&i.ID,
-			&i.Url,
+			&i.URL,
 			&i.Body,
 			&i.Attempts,
 		); err != nil {

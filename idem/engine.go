@@ -1,0 +1,162 @@
+package idem
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// This file is the engine that every path shares ([RunInTx] and [Do] on any
+// backend): how a held key is answered, the rate limit on new keys, owner
+// tokens, and the in-process turns on one key.
+
+// Result is the outcome of an idempotent call.
+type Result[T any] struct {
+	// Value is the handler's value, or on a replay the stored one decoded.
+	Value T
+	// Replayed reports that the value is the stored answer of an earlier
+	// request with the same key, and that the handler did not run.
+	Replayed bool
+	// Response is the stored JSON encoding of Value: on a replay, byte for
+	// byte what the first request stored. It may share memory with the
+	// backend: do not modify it.
+	Response json.RawMessage
+}
+
+// replayOrReject answers a request whose key is held by entry e.
+func replayOrReject[T any](cfg settings, p prepared, e *Entry) (Result[T], error) {
+	var res Result[T]
+	st := cfg.classify(e)
+	if st == stateExpired {
+		// Past the window the stored request no longer counts: whatever the
+		// payload, the answer is that the key expired.
+		return res, newError(ErrExpired, fmt.Sprintf("idempotency_key is past the replay window (%ds); if the original request may have succeeded, look the resource up before retrying with a fresh key", int(cfg.ttl/time.Second)))
+	}
+	if e.Operation != p.Operation || e.Hash != p.hash {
+		// Checked before waiting: a duplicate with a different payload never
+		// waits, and never learns more than this.
+		return res, newError(ErrConflict, "idempotency_key was already used with a different request; use a fresh key, or resend the original request to get its answer")
+	}
+	if st != stateCompleted {
+		return res, inFlight(e)
+	}
+	if err := markerError(e.Response); err != nil {
+		return res, err
+	}
+	v, err := decodeValue[T](e.Response)
+	if err != nil {
+		return res, err
+	}
+	res.Value = v
+	res.Replayed, res.Response = true, e.Response
+	return res, nil
+}
+
+func inFlight(e *Entry) *Error {
+	err := newError(ErrInFlight, "a request with this idempotency_key is still being processed; retry shortly")
+	err.RetryAfter = time.Second
+	if e != nil && e.Response == nil {
+		err.RetryAfter = min(max(e.ExpiresAt.Sub(e.Now), time.Second), 5*time.Second)
+	}
+	return err
+}
+
+func allowNewKey(ctx context.Context, l Limiter, principal string) error {
+	ok, after, err := l.Allow(ctx, principal)
+	if err != nil {
+		return fmt.Errorf("idem: rate limiter: %w", err)
+	}
+	if !ok {
+		e := newError(ErrRateLimited, "too many new idempotency keys from this caller; retry later")
+		e.RetryAfter = after
+		return e
+	}
+	return nil
+}
+
+// newOwnerToken returns a token unique to one request: 128 random bits
+// (from the runtime's ChaCha8 generator; the token never leaves the server,
+// so it needs uniqueness, not secrecy), in hex, in a single allocation.
+func newOwnerToken() string {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
+	var h [32]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
+}
+
+// turns makes the requests for one key in this process take turns: while
+// one runs, the others wait in memory, not on a database connection each.
+// Without it, a flood of duplicates of one key holds one pooled connection
+// per duplicate for up to WaitLimit and starves every other caller of the
+// pool. The database still serialises requests from different processes.
+// The zero value is ready to use.
+type turns struct {
+	seed   maphash.Seed
+	once   sync.Once
+	shards [32]turnShard
+}
+
+type turnShard struct {
+	mu      sync.Mutex
+	running map[Ref]chan struct{} // closed when the running request leaves
+}
+
+// take waits until no other request of this process holds ref, for at most
+// wait (not at all under RejectInFlight), and then holds it until leave is
+// called. Past the wait the key is in flight.
+func (t *turns) take(ctx context.Context, ref Ref, wait time.Duration, reject bool) (leave func(), err error) {
+	t.once.Do(func() { t.seed = maphash.MakeSeed() })
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(ref.Principal)
+	h.WriteByte(0)
+	h.WriteString(ref.Key)
+	sh := &t.shards[h.Sum64()%uint64(len(t.shards))]
+
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		sh.mu.Lock()
+		busy := sh.running[ref]
+		if busy == nil {
+			if sh.running == nil {
+				sh.running = make(map[Ref]chan struct{})
+			}
+			done := make(chan struct{})
+			sh.running[ref] = done
+			sh.mu.Unlock()
+			return func() {
+				sh.mu.Lock()
+				delete(sh.running, ref)
+				sh.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		sh.mu.Unlock()
+		if reject {
+			return nil, inFlight(nil)
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case <-busy:
+		case <-timer.C:
+			return nil, inFlight(nil)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("idem: waiting for a concurrent request: %w", ctx.Err())
+		}
+	}
+}
