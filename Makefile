@@ -16,15 +16,20 @@ test: vet unit integration
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
+## MODULES: every module of the repository (go.work ties them together);
+## LIB_MODULES are those whose unit tests need no Docker.
+MODULES     := . migrations redisstore adcpmcp httpsig cmd/adcp-seller integration
+LIB_MODULES := $(filter-out integration,$(MODULES))
+
 vet:
-	$(GO) vet ./...
-	cd integration && $(GO) vet ./... && $(GO) vet -tags compliance ./...
-	$(GO) run $(STATICCHECK) ./...
-	cd integration && $(GO) run $(STATICCHECK) -tags compliance ./...
+	@set -e; for m in $(MODULES); do echo "vet $$m"; (cd $$m && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...); done
+	cd integration && $(GO) vet -tags compliance ./... && $(GO) vet -tags chaos ./... && $(GO) run $(STATICCHECK) -tags compliance ./...
 	@unformatted=$$(gofmt -l .); [ -z "$$unformatted" ] || { echo "gofmt: these files need formatting:"; echo "$$unformatted"; exit 1; }
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff >/dev/null) || \
+		{ echo "$$m: go.mod/go.sum are not tidy (run GOWORK=off go mod tidy there)"; exit 1; }; done
 
 unit:
-	$(GO) test -race -count=1 ./...
+	@set -e; for m in $(LIB_MODULES); do (cd $$m && $(GO) test -race -count=1 ./...); done
 
 ## integration: the full log goes to integration.log; a skipped test fails the run.
 integration:
@@ -35,8 +40,8 @@ integration:
 
 # sqlc's inputs and outputs (see sqlc.yaml); each output folder keeps a
 # hand-written doc.go and nothing else that is not generated.
-SQLC_INPUTS  := sqlc.yaml migrations queries internal/seller/schema internal/seller/queries
-SQLC_OUTPUTS := db internal/seller/sellerdb
+SQLC_INPUTS  := sqlc.yaml migrations queries cmd/adcp-seller/seller/schema cmd/adcp-seller/seller/queries
+SQLC_OUTPUTS := db cmd/adcp-seller/seller/sellerdb
 
 ## run: the reference seller (memory storage; see cmd/adcp-seller for flags).
 run:
@@ -74,7 +79,7 @@ $(SQLC):
 ## fuzz: run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./idem -run '^$$' -fuzz FuzzCanonicalize -fuzztime $(FUZZTIME)
+	$(GO) test ./idem/internal/jcs -run '^$$' -fuzz FuzzCanonicalize -fuzztime $(FUZZTIME)
 
 ## bench: the benchmark suite of docs/BENCHMARKS.md: canonical hash and
 ## memstore (no Docker), then the Postgres paths against a stock Postgres
@@ -92,7 +97,7 @@ BENCH_ROWS  ?= 1000000,10000000
 BENCH_SWEEP_ROWS ?= 1000000
 bench:
 	@mkdir -p $(BENCH_OUT)
-	set -o pipefail; $(GO) test ./idem -run '^$$' -bench CanonicalHash -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/canonical.txt
+	set -o pipefail; cd integration && $(GO) test -run '^$$' -bench CanonicalHash -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(CURDIR)/$(BENCH_OUT)/canonical.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreDo -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/memstore.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreParallel -benchmem -benchtime 500ms -cpu 1,2 -count $(BENCH_COUNT) | tee -a $(BENCH_OUT)/memstore.txt
 	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=$(BENCH_COUNT) $(GO) test -run '^$$' -bench 'PostgresRoundTrip|PostgresMiss|PostgresReplay' -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/postgres.txt
@@ -125,9 +130,9 @@ reliability:
 		-run '^TestReliability' -skip '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/chaos.log) || failed="$$failed chaos"; \
 	(cd integration && IDEM_RELIABILITY_FIGURES=$$out/figures.txt IDEM_RELIABILITY_SOAK=$(SOAK) $(GO) test -tags chaos -count=1 -v -timeout 60m \
 		-run '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/soak.log) || failed="$$failed soak"; \
-	for target in idem:FuzzValidateKey idem:FuzzPrepare idem:FuzzCanonicalize adcpmcp:FuzzMutatingArguments; do \
-		pkg=$${target%%:*}; fn=$${target#*:}; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
-		($(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tee -a $$out/fuzz.log | tail -3) || failed="$$failed $$fn"; \
+	for target in idem:FuzzValidateKey idem:FuzzPrepare idem/internal/jcs:FuzzCanonicalize adcpmcp:FuzzMutatingArguments httpsig:FuzzParseSignatureHeaders; do \
+		pkg=$${target%%:*}; fn=$${target#*:}; dir=.; case $$pkg in adcpmcp|httpsig) dir=$$pkg; pkg=.;; esac; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		(cd $$dir && $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tee -a $$out/fuzz.log | tail -3) || failed="$$failed $$fn"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "reliability: failed:$$failed (logs in $(RELIABILITY_OUT)/)"; exit 1; fi; \
 	echo "reliability: all passed; figures in $(RELIABILITY_OUT)/figures.txt"

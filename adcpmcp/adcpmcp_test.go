@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/memstore"
@@ -26,7 +27,7 @@ func session(t *testing.T, principal string) (*mcp.ClientSession, *int) {
 	t.Helper()
 	store := memstore.New(nil)
 	t.Cleanup(func() { store.Close() })
-	g, err := idem.New(store, &idem.Config{Limiter: idem.Unlimited})
+	g, err := idem.NewGuard(store, &idem.Config{Limiter: idem.Unlimited})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,13 +36,13 @@ func session(t *testing.T, principal string) (*mcp.ClientSession, *int) {
 	opts := &adcpmcp.Options{Principal: func(context.Context, *mcp.CallToolRequest) string { return principal }}
 	adcpmcp.AddTool(s, &mcp.Tool{Name: "create_media_buy", InputSchema: map[string]any{
 		"type": "object", "required": []any{"idempotency_key", "packages"},
-	}}, adcpmcp.Mutating(g, opts, func(_ context.Context, c *adcpmcp.Call) (created, error) {
+	}}, adcpmcp.Mutating(g, opts, func(_ context.Context, c *adcp.Call) (created, error) {
 		var in struct{ Budget int }
 		if err := c.Decode(&in); err != nil {
 			return created{}, err
 		}
 		if in.Budget < 0 {
-			return created{}, &adcpmcp.Error{Code: "INVALID_REQUEST", Message: "budget must not be negative", Recovery: "correctable", Field: "budget"}
+			return created{}, &adcp.Error{Code: "INVALID_REQUEST", Message: "budget must not be negative", Recovery: "correctable", Field: "budget"}
 		}
 		if in.Budget == 13 {
 			return created{}, errors.New("database password is hunter2")

@@ -11,6 +11,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/memstore"
@@ -33,20 +34,20 @@ type mediaBuy struct {
 func Example() {
 	store := memstore.New(nil)
 	defer store.Close()
-	guard, err := idem.New(store, nil)
+	guard, err := idem.NewGuard(store, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 
 	server := mcp.NewServer(&mcp.Implementation{Name: "my-seller", Version: "1.0.0"}, nil)
 	adcpmcp.AddTool(server, &mcp.Tool{Name: "create_media_buy", Description: "Create a media buy."},
-		adcpmcp.Mutating(guard, nil, func(ctx context.Context, call *adcpmcp.Call) (mediaBuy, error) {
+		adcpmcp.Mutating(guard, nil, func(ctx context.Context, call *adcp.Call) (mediaBuy, error) {
 			var req createMediaBuy
 			if err := call.Decode(&req); err != nil {
 				return mediaBuy{}, err
 			}
 			if len(req.Packages) == 0 {
-				return mediaBuy{}, &adcpmcp.Error{Code: "INVALID_REQUEST", Message: "packages must not be empty",
+				return mediaBuy{}, &adcp.Error{Code: "INVALID_REQUEST", Message: "packages must not be empty",
 					Recovery: "correctable", Field: "packages"}
 			}
 			// ... book it; this runs at most once per (principal, key) ...
@@ -79,7 +80,7 @@ func ExampleMutatingTx() {
 	}
 	server := mcp.NewServer(&mcp.Implementation{Name: "my-seller", Version: "1.0.0"}, nil)
 	adcpmcp.AddTool(server, &mcp.Tool{Name: "create_media_buy"},
-		adcpmcp.MutatingTx(store, pool, nil, func(ctx context.Context, tx pgx.Tx, call *adcpmcp.Call) (mediaBuy, error) {
+		adcpmcp.MutatingTx(store, pool, nil, func(ctx context.Context, tx pgx.Tx, call *adcp.Call) (mediaBuy, error) {
 			b := mediaBuy{Status: "pending_creatives", IdempotencyKey: call.Key}
 			err := tx.QueryRow(ctx, `INSERT INTO media_buys (principal, request) VALUES ($1, $2)
 				RETURNING 'mb_' || id`, call.Principal, call.Arguments).Scan(&b.MediaBuyID)

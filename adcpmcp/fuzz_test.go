@@ -11,8 +11,10 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/memstore"
 )
 
@@ -28,16 +30,16 @@ const fuzzKey = "0b4c1e9a-7d2f-4f65-9a8e-3c1d2b7e6f50"
 // countingBackend counts the claims and completions that reach the
 // backend.
 type countingBackend struct {
-	idem.Backend
+	backend.Backend
 	claims, completes atomic.Int64
 }
 
-func (b *countingBackend) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
+func (b *countingBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	b.claims.Add(1)
 	return b.Backend.Claim(ctx, c)
 }
 
-func (b *countingBackend) Complete(ctx context.Context, c idem.Completion) error {
+func (b *countingBackend) Complete(ctx context.Context, c backend.Completion) error {
 	b.completes.Add(1)
 	return b.Backend.Complete(ctx, c)
 }
@@ -57,12 +59,12 @@ func newRig(t testing.TB) *rig {
 	r := &rig{store: memstore.New(&memstore.Options{SweepInterval: -1})}
 	t.Cleanup(func() { _ = r.store.Close() })
 	r.backend = &countingBackend{Backend: r.store}
-	g, err := idem.New(r.backend, &idem.Config{Limiter: idem.Unlimited, MaxPayloadBytes: 64 << 10})
+	g, err := idem.NewGuard(r.backend, &idem.Config{Limiter: idem.Unlimited, MaxPayloadBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := &adcpmcp.Options{Principal: func(context.Context, *mcp.CallToolRequest) string { return fuzzPrincipal }}
-	r.handler = adcpmcp.Mutating(g, opts, func(_ context.Context, c *adcpmcp.Call) (created, error) {
+	r.handler = adcpmcp.Mutating(g, opts, func(_ context.Context, c *adcp.Call) (created, error) {
 		var in struct {
 			Budget   float64 `json:"budget"`
 			Packages []struct {
@@ -159,7 +161,7 @@ func FuzzMutatingArguments(f *testing.F) {
 			if m == nil || json.Unmarshal(m["idempotency_key"], &key) != nil || idem.ValidateKey(key) != nil {
 				t.Fatalf("arguments %q succeeded (%s) without a valid member \"idempotency_key\"", args, raw)
 			}
-			if e, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || e == nil || e.Response == nil {
+			if e, err := r.store.Get(context.Background(), backend.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || e == nil || e.Response == nil {
 				t.Fatalf("arguments %q succeeded, but no answer is stored under their idempotency_key %q (%v)", args, key, err)
 			}
 			if _, err := idem.CanonicalJSONSHA256(args); err != nil {
@@ -190,7 +192,7 @@ func FuzzMutatingArguments(f *testing.F) {
 		}
 		var key string
 		if m != nil && json.Unmarshal(m["idempotency_key"], &key) == nil && idem.ValidateKey(key) == nil {
-			if entry, err := r.store.Get(context.Background(), idem.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || entry != nil {
+			if entry, err := r.store.Get(context.Background(), backend.Ref{Principal: fuzzPrincipal, Key: key}, time.Time{}); err != nil || entry != nil {
 				t.Fatalf("arguments %q answered INVALID_REQUEST but left an entry %+v (%v)", args, entry, err)
 			}
 			msg, _ := e["message"].(string)
@@ -227,8 +229,8 @@ func TestKeyMemberNameIsCaseSensitive(t *testing.T) {
 			t.Fatalf("first call: %s", raw)
 		}
 		ctx := context.Background()
-		mine, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: fuzzKey}, time.Time{})
-		theirs, _ := r.store.Get(ctx, idem.Ref{Principal: fuzzPrincipal, Key: other}, time.Time{})
+		mine, _ := r.store.Get(ctx, backend.Ref{Principal: fuzzPrincipal, Key: fuzzKey}, time.Time{})
+		theirs, _ := r.store.Get(ctx, backend.Ref{Principal: fuzzPrincipal, Key: other}, time.Time{})
 		if mine == nil || theirs != nil {
 			t.Fatalf("stored under idempotency_key: %v, under the Idempotency_Key member's value: %v; want the answer under idempotency_key only", mine != nil, theirs != nil)
 		}

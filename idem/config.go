@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // Bounds and defaults of the replay window, from AdCP.
@@ -189,9 +191,9 @@ const (
 
 // classify judges an entry at now (the storage clock). Every backend's atomic
 // claim must agree with it on what is reusable.
-func (s settings) classify(e *Entry) state {
+func (s settings) classify(e *backend.Entry) state {
 	switch {
-	case Reusable(e.Response == nil, e.ExpiresAt, e.Now, s.retention):
+	case backend.Reusable(e.Response == nil, e.ExpiresAt, e.Now, s.retention):
 		return stateReusable
 	case e.Response == nil:
 		return stateInFlight

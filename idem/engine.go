@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // This file is the engine that every path shares ([RunInTx] and [Do] on any
@@ -30,7 +32,7 @@ type Result[T any] struct {
 }
 
 // replayOrReject answers a request whose key is held by entry e.
-func replayOrReject[T any](cfg settings, p prepared, e *Entry) (Result[T], error) {
+func replayOrReject[T any](cfg settings, p prepared, e *backend.Entry) (Result[T], error) {
 	var res Result[T]
 	st := cfg.classify(e)
 	if st == stateExpired {
@@ -58,7 +60,7 @@ func replayOrReject[T any](cfg settings, p prepared, e *Entry) (Result[T], error
 	return res, nil
 }
 
-func inFlight(e *Entry) *Error {
+func inFlight(e *backend.Entry) *Error {
 	err := newError(ErrInFlight, "a request with this idempotency_key is still being processed; retry shortly")
 	err.RetryAfter = time.Second
 	if e != nil && e.Response == nil {
@@ -106,13 +108,13 @@ type turns struct {
 
 type turnShard struct {
 	mu      sync.Mutex
-	running map[Ref]chan struct{} // closed when the running request leaves
+	running map[backend.Ref]chan struct{} // closed when the running request leaves
 }
 
 // take waits until no other request of this process holds ref, for at most
 // wait (not at all under RejectInFlight), and then holds it until leave is
 // called. Past the wait the key is in flight.
-func (t *turns) take(ctx context.Context, ref Ref, wait time.Duration, reject bool) (leave func(), err error) {
+func (t *turns) take(ctx context.Context, ref backend.Ref, wait time.Duration, reject bool) (leave func(), err error) {
 	t.once.Do(func() { t.seed = maphash.MakeSeed() })
 	var h maphash.Hash
 	h.SetSeed(t.seed)
@@ -132,7 +134,7 @@ func (t *turns) take(ctx context.Context, ref Ref, wait time.Duration, reject bo
 		busy := sh.running[ref]
 		if busy == nil {
 			if sh.running == nil {
-				sh.running = make(map[Ref]chan struct{})
+				sh.running = make(map[backend.Ref]chan struct{})
 			}
 			done := make(chan struct{})
 			sh.running[ref] = done

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/http"
 	"time"
 )
 
@@ -72,10 +71,6 @@ var (
 	// the backend stopped answering the lease renewals for longer than the
 	// lease. The answer is not stored.
 	ErrLeaseLost = errors.New("the idempotency claim was lost to another request")
-	// ErrNotOwner is returned by a [Backend] when a request completes or
-	// releases a claim it no longer owns (its lease ended and another request
-	// took the key over). The newer owner's claim is left untouched.
-	ErrNotOwner = errors.New("idempotency claim is owned by another request")
 )
 
 // Code is an AdCP error code.
@@ -112,25 +107,24 @@ var adcpClass = map[error]struct {
 	code     Code
 	recovery Recovery
 	field    string
-	status   int // for HTTP transports
 }{
-	ErrMissingKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key", http.StatusBadRequest},
-	ErrInvalidKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key", http.StatusBadRequest},
-	ErrMissingPrincipal: {CodeAuthRequired, RecoveryCorrectable, "", http.StatusUnauthorized},
-	ErrMissingOperation: {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
-	ErrInvalidOperation: {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
-	ErrInvalidPayload:   {CodeInvalidRequest, RecoveryCorrectable, "", http.StatusBadRequest},
-	ErrConflict:         {CodeIdempotencyConflict, RecoveryCorrectable, "", http.StatusConflict},
-	ErrInFlight:         {CodeIdempotencyInFlight, RecoveryTransient, "", http.StatusConflict},
-	ErrExpired:          {CodeIdempotencyExpired, RecoveryCorrectable, "", http.StatusUnprocessableEntity},
-	ErrRateLimited:      {CodeRateLimited, RecoveryTransient, "", http.StatusTooManyRequests},
-	ErrStorage:          {CodeServiceUnavailable, RecoveryTransient, "", http.StatusServiceUnavailable},
-	ErrTxConflict:       {CodeServiceUnavailable, RecoveryTransient, "", http.StatusServiceUnavailable},
+	ErrMissingKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key"},
+	ErrInvalidKey:       {CodeInvalidRequest, RecoveryCorrectable, "idempotency_key"},
+	ErrMissingPrincipal: {CodeAuthRequired, RecoveryCorrectable, ""},
+	ErrMissingOperation: {CodeInvalidRequest, RecoveryCorrectable, ""},
+	ErrInvalidOperation: {CodeInvalidRequest, RecoveryCorrectable, ""},
+	ErrInvalidPayload:   {CodeInvalidRequest, RecoveryCorrectable, ""},
+	ErrConflict:         {CodeIdempotencyConflict, RecoveryCorrectable, ""},
+	ErrInFlight:         {CodeIdempotencyInFlight, RecoveryTransient, ""},
+	ErrExpired:          {CodeIdempotencyExpired, RecoveryCorrectable, ""},
+	ErrRateLimited:      {CodeRateLimited, RecoveryTransient, ""},
+	ErrStorage:          {CodeServiceUnavailable, RecoveryTransient, ""},
+	ErrTxConflict:       {CodeServiceUnavailable, RecoveryTransient, ""},
 	// A seller-side defect that a retry cannot mend: AdCP's code for it is
 	// CONFIGURATION_ERROR, terminal.
-	ErrUnencodable: {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
-	ErrTxEnded:     {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
-	ErrUndecodable: {CodeConfigurationError, RecoveryTerminal, "", http.StatusInternalServerError},
+	ErrUnencodable: {CodeConfigurationError, RecoveryTerminal, ""},
+	ErrTxEnded:     {CodeConfigurationError, RecoveryTerminal, ""},
+	ErrUndecodable: {CodeConfigurationError, RecoveryTerminal, ""},
 }
 
 // Error is the error type for every condition with an AdCP code. Use
@@ -191,13 +185,6 @@ func (e *Error) Error() string {
 	}
 	return "idem: " + e.Message
 }
-
-// HTTPStatus is the HTTP status code for a REST transport: 400 for invalid
-// requests, 401 without a principal, 409 for conflicts and in-flight keys,
-// 422 for expired keys, 429 when rate limited, 500 for seller-side defects
-// (CONFIGURATION_ERROR), 503 for storage failures and aborted transactions.
-// (MCP and A2A answer errors inside a 200 response instead.)
-func (e *Error) HTTPStatus() int { return adcpClass[e.kind].status }
 
 // Is reports whether target is the sentinel this error stands for.
 func (e *Error) Is(target error) bool { return target != nil && target == e.kind }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/idem"
 )
 
@@ -72,7 +73,7 @@ func ExampleRunInTx() {
 				w.Header().Set("Retry-After", strconv.Itoa(wire.RetryAfter))
 			}
 			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(ie.HTTPStatus())
+			w.WriteHeader(adcp.HTTPStatus(wire.Code))
 			_ = json.NewEncoder(w).Encode(map[string]any{"adcp_error": wire})
 			return
 		case err != nil: // the handler's own error: nothing was stored
@@ -105,7 +106,7 @@ func ExampleRunInTx_pgbouncer() {
 	// RunInTx as usual: everything it does is transaction-local.
 }
 
-// Do runs any handler idempotently on a Backend; here Postgres outside the
+// Do runs any handler idempotently on a backend.Backend; here Postgres outside the
 // handler's transaction, for work that calls another service.
 func ExampleDo() {
 	ctx := context.Background()
@@ -113,7 +114,7 @@ func ExampleDo() {
 	if err != nil {
 		panic(err)
 	}
-	guard, err := idem.New(&idem.PostgresBackend{DB: pool}, &idem.Config{Lease: 5 * time.Minute})
+	guard, err := idem.NewGuard(&idem.PostgresBackend{DB: pool}, &idem.Config{Lease: 5 * time.Minute})
 	if err != nil {
 		panic(err)
 	}

@@ -7,10 +7,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/adcp-go/idempotency/idem/internal/jcs"
 )
 
 // Hostile-input fuzz targets for the request path (issue 7, part 4). The
-// canonicaliser's own target is FuzzCanonicalize in canonical_test.go; its
+// canonicaliser's own target is FuzzCanonicalize in internal/jcs; its
 // hostile seeds live in testdata/fuzz/FuzzCanonicalize. Run one target with
 //
 //	go test ./idem -run '^$' -fuzz '^FuzzValidateKey$' -fuzztime 30s
@@ -143,7 +145,7 @@ func FuzzPrepare(f *testing.F) {
 		}
 		// A context object is excluded from the hash: adding one to an
 		// accepted payload that has none leaves the hash as it was.
-		canon, err := Canonicalize(payload)
+		canon, err := jcs.Canonicalize(payload)
 		if err != nil {
 			t.Fatalf("accepted payload does not canonicalise: %v", err)
 		}

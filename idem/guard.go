@@ -7,26 +7,29 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // Guard runs handlers idempotently on a [Backend]. It is the drop-in layer
 // for handlers that do not write through a pgx.Tx: [Do] for one call, [Wrap]
 // to decorate a typed handler once. A Guard is safe for concurrent use.
 //
-// On a Backend the claim and the stored answer are separate steps around the
+// On a backend.Backend the claim and the stored answer are separate steps around the
 // handler, not one transaction: if the process dies after the handler's side
 // effects but before the answer is stored, the claim stays until its lease
 // ends (Config.Lease) and a later retry runs the handler again. Use
 // [RunInTx] when the work is in Postgres.
 type Guard struct {
-	b   Backend
+	b   backend.Backend
 	cfg settings
 }
 
-// New returns a Guard over b configured by cfg (nil for the defaults).
-func New(b Backend, cfg *Config) (*Guard, error) {
+// NewGuard returns a Guard over b configured by cfg (nil for the
+// defaults). It fails if b is nil or the configuration is invalid.
+func NewGuard(b backend.Backend, cfg *Config) (*Guard, error) {
 	if b == nil {
-		return nil, errors.New("idem: New needs a Backend")
+		return nil, errors.New("idem: NewGuard needs a Backend")
 	}
 	s, err := cfg.resolve()
 	if err != nil {
@@ -44,7 +47,7 @@ func (g *Guard) Capability() Capability { return g.cfg.capability() }
 func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := g.b.Sweep(ctx, SweepRequest{Retention: g.cfg.retention, Limit: g.cfg.sweepBatch, At: g.cfg.at()})
+		n, err := g.b.Sweep(ctx, backend.SweepRequest{Retention: g.cfg.retention, Limit: g.cfg.sweepBatch, At: g.cfg.at()})
 		total += n
 		if err != nil {
 			return total, backendError("sweep", err)
@@ -78,7 +81,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 // panic is re-raised. If fn succeeds but its value cannot be encoded as
 // JSON (or fn returns an error matching [ErrUnencodable]), the work is done
 // and must not run again: the key is kept with a marker, and this call and
-// every retry get [ErrUnencodable]. Backend failures match [ErrStorage].
+// every retry get [ErrUnencodable]. backend.Backend failures match [ErrStorage].
 func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.Context) (T, error)) (res Result[T], err error) {
 	defer g.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
 	p, err := prepare(req, g.cfg.maxPayload)
@@ -119,12 +122,12 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	// caller went away.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	cerr := g.b.Complete(cctx, Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention, At: g.cfg.at()})
+	cerr := g.b.Complete(cctx, backend.Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention, At: g.cfg.at()})
 	if cerr != nil {
 		// The handler's work is done but its answer is not stored. The claim
 		// stays: a retry gets IN_FLIGHT until the lease ends rather than
 		// running the work again at once.
-		if errors.Is(cerr, ErrNotOwner) {
+		if errors.Is(cerr, backend.ErrNotOwner) {
 			cerr = fmt.Errorf("%w: the lease (%v) was not renewed in time and another request took the key over: %w", ErrLeaseLost, g.cfg.lease, cerr)
 		}
 		e := storageError("complete", cerr)
@@ -143,7 +146,7 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 
 // runOwned runs fn while owner holds ref, renewing the lease until fn
 // returns. If fn panics, the claim is released before the panic goes on.
-func runOwned[T any](ctx context.Context, g *Guard, ref Ref, owner string, fn func(context.Context) (T, error)) (T, error) {
+func runOwned[T any](ctx context.Context, g *Guard, ref backend.Ref, owner string, fn func(context.Context) (T, error)) (T, error) {
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := g.keepAlive(ctx, ref, owner, cancel)
@@ -165,7 +168,7 @@ func runOwned[T any](ctx context.Context, g *Guard, ref Ref, owner string, fn fu
 // the claim is no longer owner's, it cancels the handler with ErrLeaseLost.
 // It runs on a context of its own: a handler that goes on after its
 // caller's context ended must keep its key as long as it runs.
-func (g *Guard) keepAlive(ctx context.Context, ref Ref, owner string, lost context.CancelCauseFunc) (stop func()) {
+func (g *Guard) keepAlive(ctx context.Context, ref backend.Ref, owner string, lost context.CancelCauseFunc) (stop func()) {
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	bctx := context.WithoutCancel(ctx)
@@ -179,9 +182,9 @@ func (g *Guard) keepAlive(ctx context.Context, ref Ref, owner string, lost conte
 			case <-t.C:
 			}
 			rctx, cancel := context.WithTimeout(bctx, g.cfg.lease/3)
-			err := g.b.Renew(rctx, Renewal{Ref: ref, Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention, At: g.cfg.at()})
+			err := g.b.Renew(rctx, backend.Renewal{Ref: ref, Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention, At: g.cfg.at()})
 			cancel()
-			if errors.Is(err, ErrNotOwner) {
+			if errors.Is(err, backend.ErrNotOwner) {
 				lost(ErrLeaseLost)
 				return
 			}
@@ -203,7 +206,7 @@ func (g *Guard) keepAlive(ctx context.Context, ref Ref, owner string, lost conte
 // claim claims the key for owner, waiting for a concurrent equal request
 // under WaitThenReplay. It returns (nil, nil) when the key is ours, or the
 // entry to answer from.
-func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*Entry, error) {
+func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*backend.Entry, error) {
 	deadline := time.Now().Add(g.cfg.wait)
 	pause := 2 * time.Millisecond
 	for {
@@ -211,7 +214,7 @@ func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*Entry, er
 		if g.cfg.duplicates == RejectInFlight {
 			wait = 0
 		}
-		held, err := g.b.Claim(ctx, Claim{
+		held, err := g.b.Claim(ctx, backend.Claim{
 			Ref: p.ref(), Operation: p.Operation, Hash: p.hash,
 			Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention,
 			Wait: wait, At: g.cfg.at(),
@@ -238,11 +241,11 @@ func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*Entry, er
 // release gives the claim back after a failure (cause, returned as it is)
 // so that a retry runs again. If releasing fails, the claim ends with its
 // lease; the caller learns both.
-func (g *Guard) release(ctx context.Context, ref Ref, owner string, cause error) error {
+func (g *Guard) release(ctx context.Context, ref backend.Ref, owner string, cause error) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := g.b.Release(rctx, ref, owner)
-	if err == nil || errors.Is(err, ErrNotOwner) {
+	if err == nil || errors.Is(err, backend.ErrNotOwner) {
 		return cause
 	}
 	if cause == nil {

@@ -10,21 +10,22 @@ import (
 	"testing"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/memstore"
 )
 
 // countingBackend counts every call that reaches the backend.
 type countingBackend struct {
-	idem.Backend
+	backend.Backend
 	calls atomic.Int64
 }
 
-func (b *countingBackend) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
+func (b *countingBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	b.calls.Add(1)
 	return b.Backend.Claim(ctx, c)
 }
 
-func (b *countingBackend) Complete(ctx context.Context, c idem.Completion) error {
+func (b *countingBackend) Complete(ctx context.Context, c backend.Completion) error {
 	b.calls.Add(1)
 	return b.Backend.Complete(ctx, c)
 }
@@ -88,7 +89,7 @@ func TestHostileRequestsStoreNothing(t *testing.T) {
 	store := memstore.New(nil)
 	defer store.Close()
 	backend := &countingBackend{Backend: store}
-	g, err := idem.New(backend, &idem.Config{Limiter: idem.Unlimited})
+	g, err := idem.NewGuard(backend, &idem.Config{Limiter: idem.Unlimited})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestHostilePayloadAllocationsAreBounded(t *testing.T) {
 	}
 	store := memstore.New(nil)
 	defer store.Close()
-	g, err := idem.New(store, &idem.Config{Limiter: idem.Unlimited}) // MaxPayloadBytes: 1 MiB
+	g, err := idem.NewGuard(store, &idem.Config{Limiter: idem.Unlimited}) // MaxPayloadBytes: 1 MiB
 	if err != nil {
 		t.Fatal(err)
 	}

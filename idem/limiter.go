@@ -31,13 +31,9 @@ type unlimited struct{}
 // Allow allows every request.
 func (unlimited) Allow(context.Context, string) (bool, time.Duration, error) { return true, 0, nil }
 
-// TokenBucket is the default [Limiter]: a token bucket per principal, refilled
-// at a steady rate up to a burst size. It counts in this process only, so N
-// replicas behind a load balancer allow up to N times the rate; when that
-// matters, share a limiter across the cluster instead. Principals whose
-// bucket is full again are forgotten, so memory follows the number of
-// recently active principals. Safe for concurrent use.
-type TokenBucket struct {
+// tokenBucket is the Limiter of NewLimiter: a token bucket per principal,
+// refilled at a steady rate up to a burst size.
+type tokenBucket struct {
 	rate   float64 // tokens per second
 	burst  float64
 	seed   maphash.Seed
@@ -56,22 +52,28 @@ type bucket struct {
 	last   time.Time
 }
 
-// NewLimiter returns a [TokenBucket] allowing perSecond new keys a second per
-// principal with bursts of up to burst. AdCP suggests 60 and 300 as a first
-// ceiling. It panics if perSecond or burst is not positive.
-func NewLimiter(perSecond float64, burst int) *TokenBucket {
+// NewLimiter returns the default [Limiter]: a token bucket per principal,
+// allowing perSecond new keys a second with bursts of up to burst. It counts
+// in this process only, so N replicas behind a load balancer allow up to N
+// times the rate; when that matters, share a limiter across the cluster
+// instead. Principals whose bucket is full again are forgotten, so memory
+// follows the number of recently active principals. It is safe for
+// concurrent use, and its Allow never returns an error. AdCP suggests 60
+// and 300 as a first ceiling. It panics if perSecond or burst is not
+// positive.
+func NewLimiter(perSecond float64, burst int) Limiter {
 	if !(perSecond > 0) || burst < 1 || math.IsInf(perSecond, 0) {
 		panic("idem: NewLimiter needs a positive finite rate and a burst of at least 1")
 	}
-	l := &TokenBucket{rate: perSecond, burst: float64(burst), seed: maphash.MakeSeed(), now: time.Now}
+	l := &tokenBucket{rate: perSecond, burst: float64(burst), seed: maphash.MakeSeed(), now: time.Now}
 	for i := range l.shards {
 		l.shards[i].buckets = make(map[string]*bucket)
 	}
 	return l
 }
 
-// Allow implements [Limiter]. It never returns an error.
-func (l *TokenBucket) Allow(_ context.Context, principal string) (bool, time.Duration, error) {
+// Allow implements [Limiter].
+func (l *tokenBucket) Allow(_ context.Context, principal string) (bool, time.Duration, error) {
 	sh := &l.shards[maphash.String(l.seed, principal)%uint64(len(l.shards))]
 	now := l.now()
 	sh.mu.Lock()
@@ -96,7 +98,7 @@ func (l *TokenBucket) Allow(_ context.Context, principal string) (bool, time.Dur
 
 // forgetFull drops buckets that have refilled completely: they behave exactly
 // like a principal never seen.
-func (l *TokenBucket) forgetFull(sh *bucketShard, now time.Time) {
+func (l *tokenBucket) forgetFull(sh *bucketShard, now time.Time) {
 	for p, b := range sh.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 			delete(sh.buckets, p)

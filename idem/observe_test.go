@@ -15,7 +15,7 @@ func TestObserveReportsEveryOutcome(t *testing.T) {
 	var seen []idem.Outcome
 	store := memstore.New(nil)
 	defer store.Close()
-	g, err := idem.New(store, &idem.Config{
+	g, err := idem.NewGuard(store, &idem.Config{
 		Limiter: idem.NewLimiter(0.0001, 3), // three new keys, failed ones included
 		Observe: func(_ context.Context, o idem.Observation) {
 			if o.Operation != "create_media_buy" || o.Duration < 0 {

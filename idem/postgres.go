@@ -7,24 +7,22 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/adcp-go/idempotency/idem/backend"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/adcp-go/idempotency/db"
 )
 
-// DBTX is what the Postgres code runs statements on: a *pgxpool.Pool, a
-// *pgx.Conn or a pgx.Tx.
-type DBTX interface {
+// DB is what the Postgres code runs on: a *pgxpool.Pool, a *pgx.Conn or a
+// pgx.Tx. Begin on a pool or a connection starts a transaction; on a pgx.Tx
+// it starts a savepoint inside it.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
-// Beginner starts a transaction: a *pgxpool.Pool or *pgx.Conn starts a real
-// one, a pgx.Tx a savepoint inside itself.
-type Beginner interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // Store is the Postgres store: with [RunInTx], the claim on a key, the
@@ -96,7 +94,7 @@ func (s *Store) Capability() Capability { return s.cfg.capability() }
 // When conn is a pgx.Tx, the outcome is the caller's to commit: the savepoint
 // is released on success, and a later rollback of the caller's transaction
 // removes the stored answer together with the business writes.
-func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
+func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	defer s.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
 	p, err := prepare(req, s.cfg.maxPayload)
 	if err != nil {
@@ -135,7 +133,7 @@ func RunInTx[T any](ctx context.Context, s *Store, conn Beginner, req Request, f
 var errStaleSnapshot = errors.New("the transaction's snapshot cannot see the key's holder")
 
 // runInTx is one attempt of RunInTx, in one transaction.
-func runInTx[T any](ctx context.Context, s *Store, conn Beginner, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
+func runInTx[T any](ctx context.Context, s *Store, conn DB, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return res, dbError("begin", err)
@@ -153,7 +151,7 @@ func runInTx[T any](ctx context.Context, s *Store, conn Beginner, p prepared, wa
 	// claimed row gets its final expiry now, so that storing the answer
 	// later changes no indexed column.
 	owner := newOwnerToken()
-	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, s.cfg.ttl, Claim{
+	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, s.cfg.ttl, backend.Claim{
 		Ref: p.ref(), Operation: p.Operation, Hash: p.hash, Owner: owner, Retention: s.cfg.retention,
 	})
 	if err != nil {
@@ -255,7 +253,7 @@ func (t *handlerTx) Rollback(context.Context) error {
 // committed, the key is marked as run without an answer, so that a retry
 // gets ErrTxEnded instead of IN_FLIGHT or a second run; if it was rolled
 // back, the key is free and a retry runs again.
-func (s *Store) txEnded(ctx context.Context, conn Beginner, tx pgx.Tx, p prepared, owner string, fnErr error) error {
+func (s *Store) txEnded(ctx context.Context, conn DB, tx pgx.Tx, p prepared, owner string, fnErr error) error {
 	rollback(ctx, tx) // returns the connection; the server has no transaction to end
 	e := newError(ErrTxEnded, "the seller's handler ended its transaction itself, so the request's writes and its answer did not commit together; it will not run again under this key")
 	e.cause = fnErr
@@ -275,13 +273,11 @@ func (s *Store) txEnded(ctx context.Context, conn Beginner, tx pgx.Tx, p prepare
 
 // staleSnapshotError explains a claim that a transaction at REPEATABLE READ
 // or SERIALIZABLE could not make, naming the level.
-func staleSnapshotError(ctx context.Context, conn Beginner, err error) error {
+func staleSnapshotError(ctx context.Context, conn DB, err error) error {
 	level := "REPEATABLE READ or SERIALIZABLE"
-	if q, ok := conn.(DBTX); ok {
-		var l string
-		if q.QueryRow(ctx, "SHOW transaction_isolation").Scan(&l) == nil {
-			level = l
-		}
+	var l string
+	if conn.QueryRow(ctx, "SHOW transaction_isolation").Scan(&l) == nil {
+		level = l
 	}
 	e := newError(ErrTxConflict, "a concurrent request with this idempotency_key committed after the transaction began; retry")
 	e.cause = fmt.Errorf("the caller's transaction runs at %s, whose snapshot cannot see that request's answer; retry the caller's transaction: %w", level, err)
@@ -292,7 +288,7 @@ func staleSnapshotError(ctx context.Context, conn Beginner, err error) error {
 // uncommitted claim: a new row, or a takeover of a reusable one, that
 // expires after expires (the lease, or for RunInTx the TTL). It returns nil
 // once the key is claimed, or the entry holding it.
-func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time, wait, expires time.Duration, c Claim) (*Entry, error) {
+func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, now func() time.Time, wait, expires time.Duration, c backend.Claim) (*backend.Entry, error) {
 	row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
 		PrincipalID: c.Principal, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
 		OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), RetentionMs: c.Retention.Milliseconds(),
@@ -306,7 +302,7 @@ func claimRow(ctx context.Context, q *db.Queries, tx DBTX, now func() time.Time,
 	case *row.Claimed:
 		return nil, nil
 	}
-	e := &Entry{Operation: *row.Operation, Response: row.Response, ExpiresAt: *row.ExpiresAt, Now: *row.DBNow}
+	e := &backend.Entry{Operation: *row.Operation, Response: row.Response, ExpiresAt: *row.ExpiresAt, Now: *row.DBNow}
 	copy(e.Hash[:], row.RequestHash)
 	return e, nil
 }
@@ -344,7 +340,7 @@ func claimError(ctx context.Context, err error) error {
 	return dbError("claim", err)
 }
 
-func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref) (*Entry, error) {
+func getRow(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, ref backend.Ref) (*backend.Entry, error) {
 	row, err := q.IdempotencyKeyGet(ctx, tx, db.IdempotencyKeyGetParams{Now: at, PrincipalID: ref.Principal, Key: ref.Key})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
@@ -352,7 +348,7 @@ func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref)
 	if err != nil {
 		return nil, dbError("read", err)
 	}
-	e := &Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DBNow}
+	e := &backend.Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DBNow}
 	copy(e.Hash[:], row.RequestHash)
 	return e, nil
 }
@@ -363,25 +359,25 @@ func getRow(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, ref Ref)
 // transaction; rows that a running request has locked are skipped. Run it
 // periodically (every few minutes) on one replica or on all: concurrent
 // sweeps skip each other's rows.
-func (s *Store) Sweep(ctx context.Context, conn DBTX) (int64, error) {
-	var total int64
+func (s *Store) Sweep(ctx context.Context, conn DB) (int, error) {
+	total := 0
 	for {
 		n, err := sweepBatch(ctx, s.q, conn, clock(s.cfg.now), s.cfg.retention, s.cfg.sweepBatch)
 		total += n
-		if err != nil || n < int64(s.cfg.sweepBatch) {
+		if err != nil || n < s.cfg.sweepBatch {
 			return total, err
 		}
 	}
 }
 
-func sweepBatch(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, retention time.Duration, limit int) (int64, error) {
+func sweepBatch(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, retention time.Duration, limit int) (int, error) {
 	n, err := q.IdempotencyKeyDeleteExpired(ctx, tx, db.IdempotencyKeyDeleteExpiredParams{
 		Now: at, RetentionMs: retention.Milliseconds(), MaxRows: int32(min(limit, maxSweepBatch)),
 	})
 	if err != nil {
 		return 0, dbError("sweep", err)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 // PostgresBackend is a [Backend] on the same table as [Store], for handlers
@@ -392,14 +388,14 @@ func sweepBatch(ctx context.Context, q *db.Queries, tx DBTX, at *time.Time, rete
 type PostgresBackend struct {
 	// DB runs the statements, each in its own implicit transaction: a
 	// *pgxpool.Pool (or *pgx.Conn). Required.
-	DB DBTX
+	DB DB
 
 	q db.Queries
 }
 
-// Claim implements [Backend]. It waits at most c.Wait for a conflicting
+// backend.Claim implements [Backend]. It waits at most c.Wait for a conflicting
 // uncommitted claim (one that RunInTx holds on the same key).
-func (b *PostgresBackend) Claim(ctx context.Context, c Claim) (*Entry, error) {
+func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	for attempt := 1; ; attempt++ {
 		e, err := claimRow(ctx, &b.q, b.DB, atFunc(c.At), c.Wait, c.Lease, c)
 		if errors.Is(err, errStaleSnapshot) && attempt < 3 {
@@ -415,7 +411,7 @@ func (b *PostgresBackend) Claim(ctx context.Context, c Claim) (*Entry, error) {
 }
 
 // Renew implements [Backend].
-func (b *PostgresBackend) Renew(ctx context.Context, r Renewal) error {
+func (b *PostgresBackend) Renew(ctx context.Context, r backend.Renewal) error {
 	n, err := b.q.IdempotencyKeyRenew(ctx, b.DB, db.IdempotencyKeyRenewParams{
 		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
 	})
@@ -423,14 +419,14 @@ func (b *PostgresBackend) Renew(ctx context.Context, r Renewal) error {
 		return dbError("renew", err)
 	}
 	if n == 0 {
-		return ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
 // Complete implements [Backend].
-// The row keeps no retention of its own: Sweep and Claim are told it.
-func (b *PostgresBackend) Complete(ctx context.Context, c Completion) error {
+// The row keeps no retention of its own: Sweep and backend.Claim are told it.
+func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) error {
 	response := c.Response
 	if response == nil {
 		response = []byte("null")
@@ -444,32 +440,31 @@ func (b *PostgresBackend) Complete(ctx context.Context, c Completion) error {
 		return dbError("complete", err)
 	}
 	if n == 0 {
-		return ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
 // Release implements [Backend].
-func (b *PostgresBackend) Release(ctx context.Context, ref Ref, owner string) error {
+func (b *PostgresBackend) Release(ctx context.Context, ref backend.Ref, owner string) error {
 	n, err := b.q.IdempotencyKeyRelease(ctx, b.DB, db.IdempotencyKeyReleaseParams{PrincipalID: ref.Principal, Key: ref.Key, OwnerToken: owner})
 	if err != nil {
 		return dbError("release", err)
 	}
 	if n == 0 {
-		return ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
 // Get implements [Backend].
-func (b *PostgresBackend) Get(ctx context.Context, ref Ref, at time.Time) (*Entry, error) {
+func (b *PostgresBackend) Get(ctx context.Context, ref backend.Ref, at time.Time) (*backend.Entry, error) {
 	return getRow(ctx, &b.q, b.DB, atPtr(at), ref)
 }
 
 // Sweep implements [Backend].
-func (b *PostgresBackend) Sweep(ctx context.Context, s SweepRequest) (int, error) {
-	n, err := sweepBatch(ctx, &b.q, b.DB, atPtr(s.At), s.Retention, s.Limit)
-	return int(n), err
+func (b *PostgresBackend) Sweep(ctx context.Context, s backend.SweepRequest) (int, error) {
+	return sweepBatch(ctx, &b.q, b.DB, atPtr(s.At), s.Retention, s.Limit)
 }
 
 // clock returns the instant to pass as a query's "now": nil, meaning the
@@ -491,7 +486,7 @@ func atPtr(at time.Time) *time.Time {
 	return &at
 }
 
-// atFunc turns an instant given to a Backend into a clock.
+// atFunc turns an instant given to a backend.Backend into a clock.
 func atFunc(at time.Time) func() time.Time {
 	if at.IsZero() {
 		return nil

@@ -1,11 +1,12 @@
 package idem
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // Key length bounds from AdCP: ^[A-Za-z0-9_.:-]{16,255}$.
@@ -94,17 +95,14 @@ type Request struct {
 	Payload json.RawMessage
 }
 
-// Hash is the SHA-256 digest of a canonical payload.
-type Hash [sha256.Size]byte
-
 // prepared is a validated request with its hash.
 type prepared struct {
 	Request
-	hash Hash
+	hash backend.Hash
 }
 
 // ref is the entry the request claims.
-func (p prepared) ref() Ref { return Ref{Principal: p.Principal, Key: p.Key} }
+func (p prepared) ref() backend.Ref { return backend.Ref{Principal: p.Principal, Key: p.Key} }
 
 // prepare validates r in the order AdCP asks for (principal, key, operation,
 // payload) and hashes the payload. Nothing is stored for a request that fails

@@ -1,4 +1,4 @@
-// Package idemtest is the conformance suite for [idem.Backend]
+// Package idemtest is the conformance suite for [backend.Backend]
 // implementations. Every backend of this module passes it; run it against
 // your own:
 //
@@ -34,13 +34,14 @@ import (
 	"time"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // Harness is a backend under test.
 type Harness struct {
 	// Backend is a fresh, empty backend, or one whose keys no other test
 	// uses. Required.
-	Backend idem.Backend
+	Backend backend.Backend
 }
 
 // suite is a Harness with the suite's clock.
@@ -129,7 +130,7 @@ func newKey() string {
 	return fmt.Sprintf("idemtest-%d-%06d", time.Now().UnixNano(), keyCounter.Add(1))
 }
 
-func hashOf(t *testing.T, payload string) idem.Hash {
+func hashOf(t *testing.T, payload string) backend.Hash {
 	t.Helper()
 	h, err := idem.CanonicalJSONSHA256([]byte(payload))
 	if err != nil {
@@ -138,15 +139,15 @@ func hashOf(t *testing.T, payload string) idem.Hash {
 	return h
 }
 
-func (h suite) claim(t *testing.T, ref idem.Ref, owner string) idem.Claim {
-	return idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hashOf(t, `{"a":1}`), Owner: owner, Lease: lease, Retention: retention, At: h.at()}
+func (h suite) claim(t *testing.T, ref backend.Ref, owner string) backend.Claim {
+	return backend.Claim{Ref: ref, Operation: "create_media_buy", Hash: hashOf(t, `{"a":1}`), Owner: owner, Lease: lease, Retention: retention, At: h.at()}
 }
 
-func (h suite) completion(ref idem.Ref, owner, response string) idem.Completion {
-	return idem.Completion{Ref: ref, Owner: owner, Response: []byte(response), TTL: ttl, Retention: retention, At: h.at()}
+func (h suite) completion(ref backend.Ref, owner, response string) backend.Completion {
+	return backend.Completion{Ref: ref, Owner: owner, Response: []byte(response), TTL: ttl, Retention: retention, At: h.at()}
 }
 
-func mustClaim(t *testing.T, h suite, c idem.Claim) {
+func mustClaim(t *testing.T, h suite, c backend.Claim) {
 	t.Helper()
 	held, err := h.Backend.Claim(context.Background(), c)
 	if err != nil {
@@ -157,7 +158,7 @@ func mustClaim(t *testing.T, h suite, c idem.Claim) {
 	}
 }
 
-func mustGet(t *testing.T, h suite, ref idem.Ref) *idem.Entry {
+func mustGet(t *testing.T, h suite, ref backend.Ref) *backend.Entry {
 	t.Helper()
 	e, err := h.Backend.Get(context.Background(), ref, h.at())
 	if err != nil {
@@ -168,7 +169,7 @@ func mustGet(t *testing.T, h suite, ref idem.Ref) *idem.Entry {
 
 func testClaimGetComplete(t *testing.T, h suite) {
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	if e := mustGet(t, h, ref); e != nil {
 		t.Fatalf("Get of an unknown key = %+v, want nil", e)
 	}
@@ -205,13 +206,13 @@ func testClaimGetComplete(t *testing.T, h suite) {
 
 func testOwnership(t *testing.T, h suite) {
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	mustClaim(t, h, h.claim(t, ref, "owner-1"))
 
-	if err := h.Backend.Complete(ctx, h.completion(ref, "intruder", `"stolen"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "intruder", `"stolen"`)); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Complete by a non-owner: %v, want ErrNotOwner", err)
 	}
-	if err := h.Backend.Release(ctx, ref, "intruder"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Release(ctx, ref, "intruder"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Release by a non-owner: %v, want ErrNotOwner", err)
 	}
 	if e := mustGet(t, h, ref); e == nil || e.Response != nil {
@@ -223,10 +224,10 @@ func testOwnership(t *testing.T, h suite) {
 	if e := mustGet(t, h, ref); e != nil {
 		t.Fatalf("after Release: %+v, want no entry", e)
 	}
-	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-1", `1`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-1", `1`)); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Complete after Release: %v, want ErrNotOwner", err)
 	}
-	if err := h.Backend.Release(ctx, ref, "owner-1"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Release(ctx, ref, "owner-1"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("second Release: %v, want ErrNotOwner", err)
 	}
 
@@ -235,10 +236,10 @@ func testOwnership(t *testing.T, h suite) {
 	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-2", `"first"`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-2", `"second"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "owner-2", `"second"`)); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("second Complete: %v, want ErrNotOwner", err)
 	}
-	if err := h.Backend.Release(ctx, ref, "owner-2"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Release(ctx, ref, "owner-2"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Release of a completed entry: %v, want ErrNotOwner", err)
 	}
 	if e := mustGet(t, h, ref); e == nil || string(e.Response) != `"first"` {
@@ -248,7 +249,7 @@ func testOwnership(t *testing.T, h suite) {
 
 func testLeaseTakeover(t *testing.T, h suite) {
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	mustClaim(t, h, h.claim(t, ref, "crashed"))
 
 	h.Advance(lease - time.Second)
@@ -259,10 +260,10 @@ func testLeaseTakeover(t *testing.T, h suite) {
 	mustClaim(t, h, h.claim(t, ref, "successor"))
 
 	// The stale owner can no longer touch the key.
-	if err := h.Backend.Complete(ctx, h.completion(ref, "crashed", `"stale"`)); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Complete(ctx, h.completion(ref, "crashed", `"stale"`)); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Complete by the stale owner: %v, want ErrNotOwner", err)
 	}
-	if err := h.Backend.Release(ctx, ref, "crashed"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := h.Backend.Release(ctx, ref, "crashed"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Release by the stale owner: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Complete(ctx, h.completion(ref, "successor", `"fresh"`)); err != nil {
@@ -275,7 +276,7 @@ func testLeaseTakeover(t *testing.T, h suite) {
 
 func testTTLAndTombstone(t *testing.T, h suite) {
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	mustClaim(t, h, h.claim(t, ref, "owner"))
 	if err := h.Backend.Complete(ctx, h.completion(ref, "owner", `"answer"`)); err != nil {
 		t.Fatal(err)
@@ -294,23 +295,23 @@ func testTTLAndTombstone(t *testing.T, h suite) {
 
 func testSweep(t *testing.T, h suite) {
 	ctx := context.Background()
-	old := make([]idem.Ref, 5)
+	old := make([]backend.Ref, 5)
 	for i := range old {
-		old[i] = idem.Ref{Principal: "alice", Key: newKey()}
+		old[i] = backend.Ref{Principal: "alice", Key: newKey()}
 		mustClaim(t, h, h.claim(t, old[i], "o"))
 		if err := h.Backend.Complete(ctx, h.completion(old[i], "o", `1`)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	h.Advance(ttl + retention + time.Second)
-	fresh := idem.Ref{Principal: "alice", Key: newKey()}
+	fresh := backend.Ref{Principal: "alice", Key: newKey()}
 	mustClaim(t, h, h.claim(t, fresh, "o"))
 	if err := h.Backend.Complete(ctx, h.completion(fresh, "o", `2`)); err != nil {
 		t.Fatal(err)
 	}
 	deleted := 0
 	for range 10 {
-		n, err := h.Backend.Sweep(ctx, idem.SweepRequest{Retention: retention, Limit: 2, At: h.at()})
+		n, err := h.Backend.Sweep(ctx, backend.SweepRequest{Retention: retention, Limit: 2, At: h.at()})
 		if err != nil {
 			t.Fatalf("Sweep: %v", err)
 		}
@@ -336,18 +337,18 @@ func testSweep(t *testing.T, h suite) {
 
 func testBackendIsolation(t *testing.T, h suite) {
 	key := newKey()
-	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "alice", Key: key}, "a"))
-	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "bob", Key: key}, "b"))
+	mustClaim(t, h, h.claim(t, backend.Ref{Principal: "alice", Key: key}, "a"))
+	mustClaim(t, h, h.claim(t, backend.Ref{Principal: "bob", Key: key}, "b"))
 	// Principals that could collide if a backend joined the two strings
 	// naively.
-	mustClaim(t, h, h.claim(t, idem.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
-	if e := mustGet(t, h, idem.Ref{Principal: "carol", Key: key}); e != nil {
+	mustClaim(t, h, h.claim(t, backend.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
+	if e := mustGet(t, h, backend.Ref{Principal: "carol", Key: key}); e != nil {
 		t.Fatalf("carol sees %+v under alice's key", e)
 	}
 }
 
 func testConcurrentClaims(t *testing.T, h suite) {
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	const n = 64
 	var wg sync.WaitGroup
 	var won, held, failed atomic.Int32
@@ -388,7 +389,7 @@ func guard(t *testing.T, h suite, cfg idem.Config) *idem.Guard {
 	if cfg.Limiter == nil {
 		cfg.Limiter = idem.Unlimited
 	}
-	g, err := idem.New(h.Backend, &cfg)
+	g, err := idem.NewGuard(h.Backend, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,7 +474,7 @@ func testDoFailure(t *testing.T, h suite) {
 	if !errors.Is(err, boom) {
 		t.Fatalf("handler error: %v, want it returned as is", err)
 	}
-	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
 		t.Fatalf("after a handler error the key holds %+v, want it released", e)
 	}
 	func() {
@@ -484,7 +485,7 @@ func testDoFailure(t *testing.T, h suite) {
 		}()
 		_, _ = idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { panic("bug") })
 	}()
-	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
 		t.Fatalf("after a panic the key holds %+v, want it released", e)
 	}
 	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
@@ -631,7 +632,7 @@ func testDoLeaseTakeover(t *testing.T, h suite) {
 		t.Fatalf("after the lease ended: %+v, %v; want a fresh run", res, err)
 	}
 	close(finish)
-	if err := <-stale; !errors.Is(err, idem.ErrStorage) || !errors.Is(err, idem.ErrNotOwner) {
+	if err := <-stale; !errors.Is(err, idem.ErrStorage) || !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("the stale owner's completion: %v, want a storage error wrapping ErrNotOwner", err)
 	}
 	replay, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
@@ -654,7 +655,7 @@ func testDoRateLimit(t *testing.T, h suite) {
 	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter <= 0 {
 		t.Fatalf("second new key: %v, want RATE_LIMITED with a retry hint", err)
 	}
-	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: limited}); e != nil {
+	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: limited}); e != nil {
 		t.Fatalf("a rate-limited request left %+v", e)
 	}
 	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
@@ -682,10 +683,10 @@ func testDoIsolation(t *testing.T, h suite) {
 
 func testRenew(t *testing.T, h suite) {
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
 	mustClaim(t, h, h.claim(t, ref, "owner"))
 	renew := func(owner string) error {
-		return h.Backend.Renew(ctx, idem.Renewal{Ref: ref, Owner: owner, Lease: lease, Retention: retention, At: h.at()})
+		return h.Backend.Renew(ctx, backend.Renewal{Ref: ref, Owner: owner, Lease: lease, Retention: retention, At: h.at()})
 	}
 	// Renewed just before it ends, the lease runs a full lease from then.
 	h.Advance(lease - time.Second)
@@ -696,20 +697,20 @@ func testRenew(t *testing.T, h suite) {
 	if held, err := h.Backend.Claim(ctx, h.claim(t, ref, "successor")); err != nil || held == nil {
 		t.Fatalf("Claim within the renewed lease = %+v, %v; want the holder", held, err)
 	}
-	if err := renew("intruder"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := renew("intruder"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Renew by a non-owner: %v, want ErrNotOwner", err)
 	}
 	// Once the lease has lapsed and the key was taken over, the old owner
 	// can no longer renew it.
 	h.Advance(2 * time.Second)
 	mustClaim(t, h, h.claim(t, ref, "successor"))
-	if err := renew("owner"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := renew("owner"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Renew by the owner after a takeover: %v, want ErrNotOwner", err)
 	}
 	if err := h.Backend.Complete(ctx, h.completion(ref, "successor", `"done"`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := renew("successor"); !errors.Is(err, idem.ErrNotOwner) {
+	if err := renew("successor"); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("Renew of a completed entry: %v, want ErrNotOwner", err)
 	}
 	if e := mustGet(t, h, ref); e == nil || string(e.Response) != `"done"` {
@@ -771,7 +772,7 @@ func testDoUnencodable(t *testing.T, h suite) {
 // test runs on the backend's real clock.
 func testDoSlowHandler(t *testing.T, h suite) {
 	ctx := context.Background()
-	g, err := idem.New(h.Backend, &idem.Config{
+	g, err := idem.NewGuard(h.Backend, &idem.Config{
 		Lease: time.Second, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited,
 	})
 	if err != nil {
@@ -828,7 +829,7 @@ func testDoEndedContext(t *testing.T, h suite) {
 	if c.runs.Load() != 0 {
 		t.Fatal("the handler ran with an ended context")
 	}
-	if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
 		t.Fatalf("a refused call left %+v", e)
 	}
 	if res, err := idem.Do(context.Background(), g, req("alice", key, `{}`), c.handle); err != nil || res.Replayed || c.runs.Load() != 1 {
@@ -858,7 +859,7 @@ func testDoMalformedOperation(t *testing.T, h suite) {
 		if strings.Contains(err.Error(), op) {
 			t.Fatalf("%s: the error echoes the operation name", name)
 		}
-		if e := mustGet(t, h, idem.Ref{Principal: "alice", Key: key}); e != nil {
+		if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
 			t.Fatalf("%s: stored %+v", name, e)
 		}
 	}

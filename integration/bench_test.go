@@ -63,6 +63,7 @@ import (
 
 	"github.com/adcp-go/idempotency/db"
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/migrations"
 )
 
@@ -774,7 +775,7 @@ func sketchLockMiss(d *benchDB, pipelined bool) benchOp {
 	}
 }
 
-func sketchCheckReplay(row *sketchRow, hash idem.Hash) error {
+func sketchCheckReplay(row *sketchRow, hash backend.Hash) error {
 	if row == nil || row.response == nil || string(row.hash) != string(hash[:]) || row.operation != "create_media_buy" {
 		return errors.New("not a replay")
 	}
@@ -943,7 +944,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		return explainSweep(ctx, pool)
 	})
 	s := newStore(b, nil)
-	backend := &idem.PostgresBackend{DB: d.pool}
+	pgBackend := &idem.PostgresBackend{DB: d.pool}
 	ctx := context.Background()
 	batches := func(batch func(context.Context) (int64, error), pause time.Duration) func(context.Context) (int64, error) {
 		return func(ctx context.Context) (int64, error) {
@@ -962,9 +963,9 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		name  string
 		sweep func(context.Context) (int64, error)
 	}{
-		{"Store.Sweep", func(ctx context.Context) (int64, error) { return s.Sweep(ctx, d.pool) }},
+		{"Store.Sweep", func(ctx context.Context) (int64, error) { n, err := s.Sweep(ctx, d.pool); return int64(n), err }},
 		{"sketch-pause-20ms", batches(func(ctx context.Context) (int64, error) {
-			n, err := backend.Sweep(ctx, idem.SweepRequest{Retention: 24 * time.Hour, Limit: 1000})
+			n, err := pgBackend.Sweep(ctx, backend.SweepRequest{Retention: 24 * time.Hour, Limit: 1000})
 			return int64(n), err
 		}, 20*time.Millisecond)},
 		{"sketch-ctid", batches(func(ctx context.Context) (int64, error) {

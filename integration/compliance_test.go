@@ -9,7 +9,7 @@ import (
 	"regexp"
 	"testing"
 
-	"github.com/adcp-go/idempotency/internal/sellertest"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 )
 
 // peerDir is the AdCP peer kit (../shared/peer beside the repository).

@@ -25,9 +25,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
-	"github.com/adcp-go/idempotency/internal/sellertest"
 )
 
 // The crash matrix (issue 7, part 1): a child process runs a request and is

@@ -148,7 +148,7 @@ func TestReliabilityTerminateBackendGuard(t *testing.T) {
 	faulty := terminatingPool(t, pool.Config().ConnString(), pool)
 	clock := &fakeClock{t: time.Now().UTC()}
 	const lease = time.Minute
-	g, err := idem.New(&idem.PostgresBackend{DB: faulty}, &idem.Config{Now: clock.Now,
+	g, err := idem.NewGuard(&idem.PostgresBackend{DB: faulty}, &idem.Config{Now: clock.Now,
 		Limiter: idem.Unlimited, Lease: lease, Duplicates: idem.RejectInFlight,
 	})
 	if err != nil {

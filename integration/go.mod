@@ -2,10 +2,20 @@ module github.com/adcp-go/idempotency/integration
 
 go 1.26.0
 
-replace github.com/adcp-go/idempotency => ../
+replace (
+	github.com/adcp-go/idempotency => ../
+	github.com/adcp-go/idempotency/adcpmcp => ../adcpmcp
+	github.com/adcp-go/idempotency/cmd/adcp-seller => ../cmd/adcp-seller
+	github.com/adcp-go/idempotency/migrations => ../migrations
+	github.com/adcp-go/idempotency/redisstore => ../redisstore
+)
 
 require (
 	github.com/adcp-go/idempotency v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/cmd/adcp-seller v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/migrations v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/redisstore v0.0.0-00010101000000-000000000000
+	github.com/gowebpki/jcs v1.0.2
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/moby/moby/client v0.6.2
 	github.com/modelcontextprotocol/go-sdk v1.8.0
@@ -20,6 +30,7 @@ require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
 	github.com/Microsoft/go-winio v0.6.4 // indirect
+	github.com/adcp-go/idempotency/adcpmcp v0.0.0-00010101000000-000000000000 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/containerd/errdefs v1.0.0 // indirect

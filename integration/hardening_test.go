@@ -364,7 +364,7 @@ func TestHardeningPostgresBackendWaitPolicy(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			cfg.Limiter = idem.Unlimited
-			g, err := idem.New(&idem.PostgresBackend{DB: pool}, &cfg)
+			g, err := idem.NewGuard(&idem.PostgresBackend{DB: pool}, &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -396,7 +396,7 @@ func TestHardeningPostgresBackendWaitPolicy(t *testing.T) {
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '42s'`); err != nil {
 			t.Fatal(err)
 		}
-		g, err := idem.New(&idem.PostgresBackend{DB: tx}, &idem.Config{Limiter: idem.Unlimited})
+		g, err := idem.NewGuard(&idem.PostgresBackend{DB: tx}, &idem.Config{Limiter: idem.Unlimited})
 		if err != nil {
 			t.Fatal(err)
 		}

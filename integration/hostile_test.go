@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/adcp-go/idempotency/internal/sellertest"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 )
 
 // Hostile input at the seller's MCP/HTTP layer (issue 7, part 4): raw
@@ -191,7 +191,7 @@ func measuredPost(t testing.TB, url string, body []byte) (int, []byte, uint64) {
 // the body at MaxPayloadBytes plus room for the JSON-RPC envelope refuses
 // those at the HTTP layer (413) after reading about 1 MiB.
 //
-// Fix (internal/seller/seller.go, New): pass
+// Fix (cmd/adcp-seller/seller/seller.go, New): pass
 // MaxRequestBodyBytes: int64(payloadLimit) + 64<<10 in the
 // mcp.StreamableHTTPOptions, where payloadLimit is
 // cfg.Idempotency.MaxPayloadBytes, or 1 MiB (idem's default) when that is

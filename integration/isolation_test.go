@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
-	"github.com/adcp-go/idempotency/internal/sellertest"
 	"github.com/adcp-go/idempotency/memstore"
 )
 
@@ -72,7 +72,7 @@ func TestReliabilityIsolation(t *testing.T) {
 			}
 		}},
 		{"PostgresBackend", func(t *testing.T) isoDo {
-			g, err := idem.New(&idem.PostgresBackend{DB: newSchema(t)}, &cfg)
+			g, err := idem.NewGuard(&idem.PostgresBackend{DB: newSchema(t)}, &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,7 +80,7 @@ func TestReliabilityIsolation(t *testing.T) {
 		}},
 		{"redisstore", func(t *testing.T) isoDo {
 			needRedis(t)
-			g, err := idem.New(newRedisStore(t, newRedisClient(t, redisURL, nil), "iso-"+randomID(6)), &cfg)
+			g, err := idem.NewGuard(newRedisStore(t, newRedisClient(t, redisURL, nil), "iso-"+randomID(6)), &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -89,7 +89,7 @@ func TestReliabilityIsolation(t *testing.T) {
 		{"memstore", func(t *testing.T) isoDo {
 			m := memstore.New(nil)
 			t.Cleanup(func() { _ = m.Close() })
-			g, err := idem.New(m, &cfg)
+			g, err := idem.NewGuard(m, &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,7 +327,7 @@ func TestReliabilityLogsCarryNoKeysOrPayloads(t *testing.T) {
 		// payload, and often carries a secret (a token in its path or
 		// query). The database column last_error gets the same text.
 		//
-		// Fix (internal/seller/webhook.go, poster.post): on a failed
+		// Fix (cmd/adcp-seller/seller/webhook.go, poster.post): on a failed
 		// client.Do, return the cause without the URL, e.g.
 		//
 		//	if err != nil {

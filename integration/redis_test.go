@@ -20,6 +20,7 @@ import (
 	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/redisstore"
 )
@@ -136,10 +137,10 @@ func TestRedisEntryLayoutAndNativeExpiry(t *testing.T) {
 	const lease, ttl, retention = 2 * time.Minute, time.Hour, 24 * time.Hour
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{"budget":1}`))
 	principal := "tenant:{a}" // ':' and braces are fine in a principal
-	ref := idem.Ref{Principal: principal, Key: newKey()}
+	ref := backend.Ref{Principal: principal, Key: newKey()}
 	key := prefix + ":{" + base64.RawURLEncoding.EncodeToString([]byte(principal)) + ":" + ref.Key + "}"
 
-	claim := idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hash, Owner: "owner-1", Lease: lease, Retention: retention}
+	claim := backend.Claim{Ref: ref, Operation: "create_media_buy", Hash: hash, Owner: "owner-1", Lease: lease, Retention: retention}
 	if held, err := s.Claim(ctx, claim); held != nil || err != nil {
 		t.Fatalf("Claim = %+v, %v", held, err)
 	}
@@ -154,7 +155,7 @@ func TestRedisEntryLayoutAndNativeExpiry(t *testing.T) {
 		t.Fatalf("in-flight entry's Redis TTL is %v, want lease + retention (%v)", d, lease+retention)
 	}
 
-	if err := s.Complete(ctx, idem.Completion{Ref: ref, Owner: "owner-1", Response: []byte(`{"media_buy_id":"mb_1"}`), TTL: ttl, Retention: retention}); err != nil {
+	if err := s.Complete(ctx, backend.Completion{Ref: ref, Owner: "owner-1", Response: []byte(`{"media_buy_id":"mb_1"}`), TTL: ttl, Retention: retention}); err != nil {
 		t.Fatal(err)
 	}
 	if resp := client.HGet(ctx, key, "resp").Val(); resp != `{"media_buy_id":"mb_1"}` {
@@ -166,7 +167,7 @@ func TestRedisEntryLayoutAndNativeExpiry(t *testing.T) {
 
 	// A short lease and retention: Redis deletes the abandoned claim by
 	// itself, with nothing but its own expiry (no Sweep, no test clock).
-	short := idem.Ref{Principal: principal, Key: newKey()}
+	short := backend.Ref{Principal: principal, Key: newKey()}
 	claim.Ref, claim.Lease, claim.Retention = short, 20*time.Millisecond, 20*time.Millisecond
 	if held, err := s.Claim(ctx, claim); held != nil || err != nil {
 		t.Fatalf("Claim = %+v, %v", held, err)
@@ -194,8 +195,8 @@ func TestRedisResentStepsAreRecognised(t *testing.T) {
 	ctx := context.Background()
 	s := newRedisStore(t, newRedisClient(t, redisURL, nil), "resent-"+randomID(6))
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{}`))
-	ref := idem.Ref{Principal: "alice", Key: newKey()}
-	claim := idem.Claim{Ref: ref, Operation: "create_media_buy", Hash: hash, Owner: "owner-1", Lease: time.Minute, Retention: time.Hour}
+	ref := backend.Ref{Principal: "alice", Key: newKey()}
+	claim := backend.Claim{Ref: ref, Operation: "create_media_buy", Hash: hash, Owner: "owner-1", Lease: time.Minute, Retention: time.Hour}
 	for i := range 2 {
 		if held, err := s.Claim(ctx, claim); held != nil || err != nil {
 			t.Fatalf("claim #%d by the owner = %+v, %v; want the claim", i+1, held, err)
@@ -205,7 +206,7 @@ func TestRedisResentStepsAreRecognised(t *testing.T) {
 	if held, err := s.Claim(ctx, claim); held == nil || err != nil {
 		t.Fatalf("claim by another owner = %+v, %v; want the holder", held, err)
 	}
-	done := idem.Completion{Ref: ref, Owner: "owner-1", Response: []byte(`"answer"`), TTL: time.Hour, Retention: time.Hour}
+	done := backend.Completion{Ref: ref, Owner: "owner-1", Response: []byte(`"answer"`), TTL: time.Hour, Retention: time.Hour}
 	for i := range 2 {
 		if err := s.Complete(ctx, done); err != nil {
 			t.Fatalf("completion #%d by the owner: %v", i+1, err)
@@ -213,12 +214,12 @@ func TestRedisResentStepsAreRecognised(t *testing.T) {
 	}
 	other := done
 	other.Response = []byte(`"another answer"`)
-	if err := s.Complete(ctx, other); !errors.Is(err, idem.ErrNotOwner) {
+	if err := s.Complete(ctx, other); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("a completion with another answer: %v, want ErrNotOwner", err)
 	}
 	other = done
 	other.Owner = "owner-2"
-	if err := s.Complete(ctx, other); !errors.Is(err, idem.ErrNotOwner) {
+	if err := s.Complete(ctx, other); !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("a completion by another owner: %v, want ErrNotOwner", err)
 	}
 	if e, err := s.Get(ctx, ref, time.Time{}); err != nil || e == nil || string(e.Response) != `"answer"` {
@@ -236,21 +237,21 @@ func TestRedisSweepKeepsToItsPrefix(t *testing.T) {
 	a := newRedisStore(t, client, "sweep-"+randomID(6))
 	b := newRedisStore(t, client, "sweep-"+randomID(6))
 	hash, _ := idem.CanonicalJSONSHA256([]byte(`{}`))
-	var refs []idem.Ref
+	var refs []backend.Ref
 	for range 3 {
-		ref := idem.Ref{Principal: "alice", Key: newKey()}
+		ref := backend.Ref{Principal: "alice", Key: newKey()}
 		refs = append(refs, ref)
 		for _, s := range []*redisstore.Store{a, b} {
-			if held, err := s.Claim(ctx, idem.Claim{Ref: ref, Hash: hash, Owner: "o", Lease: time.Minute, Retention: time.Hour}); held != nil || err != nil {
+			if held, err := s.Claim(ctx, backend.Claim{Ref: ref, Hash: hash, Owner: "o", Lease: time.Minute, Retention: time.Hour}); held != nil || err != nil {
 				t.Fatal(held, err)
 			}
-			if err := s.Complete(ctx, idem.Completion{Ref: ref, Owner: "o", Response: []byte(`1`), TTL: time.Hour, Retention: time.Hour}); err != nil {
+			if err := s.Complete(ctx, backend.Completion{Ref: ref, Owner: "o", Response: []byte(`1`), TTL: time.Hour, Retention: time.Hour}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	later := time.Now().Add(2*time.Hour + time.Second) // past TTL + retention
-	if n, err := a.Sweep(ctx, idem.SweepRequest{Retention: time.Hour, Limit: 100, At: later}); err != nil || n != 3 {
+	if n, err := a.Sweep(ctx, backend.SweepRequest{Retention: time.Hour, Limit: 100, At: later}); err != nil || n != 3 {
 		t.Fatalf("Sweep = %d, %v; want its 3 entries deleted", n, err)
 	}
 	for _, ref := range refs {
@@ -353,7 +354,7 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 	clock := &fakeClock{t: time.Now().UTC()}
 	store := newRedisStore(t, client, "fault")
 	const lease = 2 * time.Minute
-	g, err := idem.New(store, &idem.Config{Lease: lease, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited, Now: clock.Now})
+	g, err := idem.NewGuard(store, &idem.Config{Lease: lease, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +412,7 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 			}
 			t.Log("after the outage: the claim never reached Redis; the retry runs the work")
 		case errors.Is(err, idem.ErrInFlight):
-			e, gerr := store.Get(ctx, idem.Ref{Principal: req.Principal, Key: req.Key}, clock.Now())
+			e, gerr := store.Get(ctx, backend.Ref{Principal: req.Principal, Key: req.Key}, clock.Now())
 			if gerr != nil || e == nil || e.Response != nil {
 				t.Fatalf("IN_FLIGHT, but the entry is %+v, %v", e, gerr)
 			}

@@ -229,7 +229,7 @@ func classify(res idem.Result[chaosBuy], err error) (string, bool) {
 // retryUntilAnswered resends a request the way a buyer does after a fault:
 // again on a transient error (storage, in flight), until it gets an answer,
 // for at most a generous bound.
-func retryUntilAnswered(ctx context.Context, s *idem.Store, pool idem.Beginner, req idem.Request, fn func(context.Context, pgx.Tx) (chaosBuy, error)) (idem.Result[chaosBuy], int, error) {
+func retryUntilAnswered(ctx context.Context, s *idem.Store, pool idem.DB, req idem.Request, fn func(context.Context, pgx.Tx) (chaosBuy, error)) (idem.Result[chaosBuy], int, error) {
 	deadline := time.Now().Add(90 * time.Second)
 	for attempt := 1; ; attempt++ {
 		res, err := idem.RunInTx(ctx, s, pool, req, fn)

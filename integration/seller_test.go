@@ -16,9 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
-	"github.com/adcp-go/idempotency/internal/sellertest"
 )
 
 func newSeller(t *testing.T, pool *pgxpool.Pool) *seller.Seller {

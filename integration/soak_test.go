@@ -23,9 +23,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
-	"github.com/adcp-go/idempotency/internal/sellertest"
 )
 
 // The soak (issue 7, part 6): the reference seller in Postgres mode, in
@@ -115,7 +115,7 @@ func TestReliabilitySoak(t *testing.T) {
 				t.Errorf("sweep: %v", err)
 				return
 			}
-			swept.Add(n)
+			swept.Add(int64(n))
 		}
 	})
 
@@ -248,7 +248,7 @@ func TestReliabilitySoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	swept.Add(n)
+	swept.Add(int64(n))
 	srv.Close()
 	s.Close()
 	http.DefaultClient.CloseIdleConnections()

@@ -12,8 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/sellertest"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/memstore"
 )
 
@@ -192,8 +193,8 @@ func TestReliabilityStorm(t *testing.T) {
 	}
 }
 
-func guardStorm(t *testing.T, b idem.Backend, cfg idem.Config, rounds int, counts *tally) {
-	g, err := idem.New(b, &cfg)
+func guardStorm(t *testing.T, b backend.Backend, cfg idem.Config, rounds int, counts *tally) {
+	g, err := idem.NewGuard(b, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func newBenchGuard(b *testing.B) *idem.Guard {
 	// limit (the default allows 60 new keys a second per principal).
 	s := memstore.New(&memstore.Options{SweepInterval: -1})
 	b.Cleanup(func() { _ = s.Close() })
-	g, err := idem.New(s, &idem.Config{Limiter: idem.Unlimited})
+	g, err := idem.NewGuard(s, &idem.Config{Limiter: idem.Unlimited})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -27,7 +27,7 @@ type MediaBuy struct {
 func Example() {
 	store := memstore.New(nil)
 	defer store.Close()
-	guard, err := idem.New(store, nil)
+	guard, err := idem.NewGuard(store, nil)
 	if err != nil {
 		panic(err)
 	}

@@ -1,4 +1,4 @@
-// Package memstore is an in-process [idem.Backend]: a sharded map with a
+// Package memstore is an in-process [backend.Backend]: a sharded map with a
 // background sweeper. Use it in tests, in reference agents and in
 // single-process sellers that accept losing their replay window on restart.
 //
@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 const shardCount = 64
@@ -47,19 +47,19 @@ type Store struct {
 
 type shard struct {
 	mu      sync.Mutex
-	entries map[idem.Ref]*entry
+	entries map[backend.Ref]*entry
 }
 
 type entry struct {
 	operation string
-	hash      idem.Hash
+	hash      backend.Hash
 	response  []byte // nil while in flight
 	owner     string // set while in flight
 	expiresAt time.Time
 	freeAt    time.Time // when the background sweeper may delete it
 }
 
-var _ idem.Backend = (*Store)(nil)
+var _ backend.Backend = (*Store)(nil)
 
 // New returns a Store and starts its sweeper.
 func New(opts *Options) *Store {
@@ -68,7 +68,7 @@ func New(opts *Options) *Store {
 	}
 	s := &Store{seed: maphash.MakeSeed()}
 	for i := range s.shards {
-		s.shards[i].entries = make(map[idem.Ref]*entry)
+		s.shards[i].entries = make(map[backend.Ref]*entry)
 	}
 	interval := cmp.Or(opts.SweepInterval, time.Minute)
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -112,7 +112,7 @@ func (s *Store) sweeper(interval time.Duration) {
 	}
 }
 
-func (s *Store) shard(ref idem.Ref) *shard {
+func (s *Store) shard(ref backend.Ref) *shard {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	h.WriteString(ref.Principal)
@@ -129,9 +129,9 @@ func now(at time.Time) time.Time {
 	return at
 }
 
-// Claim implements [idem.Backend]. It never waits: the entry of a
+// Claim implements [backend.Backend]. It never waits: the entry of a
 // concurrent claim is visible at once.
-func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
+func (s *Store) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -139,7 +139,7 @@ func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
 	now := now(c.At)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := sh.entries[c.Ref]; e != nil && !idem.Reusable(e.response == nil, e.expiresAt, now, c.Retention) {
+	if e := sh.entries[c.Ref]; e != nil && !backend.Reusable(e.response == nil, e.expiresAt, now, c.Retention) {
 		return e.view(now), nil
 	}
 	expires := now.Add(c.Lease)
@@ -150,8 +150,8 @@ func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
 	return nil, nil
 }
 
-// Renew implements [idem.Backend].
-func (s *Store) Renew(ctx context.Context, r idem.Renewal) error {
+// Renew implements [backend.Backend].
+func (s *Store) Renew(ctx context.Context, r backend.Renewal) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -161,15 +161,15 @@ func (s *Store) Renew(ctx context.Context, r idem.Renewal) error {
 	defer sh.mu.Unlock()
 	e := sh.entries[r.Ref]
 	if e == nil || e.response != nil || e.owner != r.Owner {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	e.expiresAt = now.Add(r.Lease)
 	e.freeAt = e.expiresAt.Add(r.Retention)
 	return nil
 }
 
-// Complete implements [idem.Backend].
-func (s *Store) Complete(_ context.Context, c idem.Completion) error {
+// Complete implements [backend.Backend].
+func (s *Store) Complete(_ context.Context, c backend.Completion) error {
 	sh := s.shard(c.Ref)
 	now := now(c.At)
 	response := slices.Clip(bytes.Clone(c.Response)) // callers may append to what Get returns
@@ -180,7 +180,7 @@ func (s *Store) Complete(_ context.Context, c idem.Completion) error {
 	defer sh.mu.Unlock()
 	e := sh.entries[c.Ref]
 	if e == nil || e.response != nil || e.owner != c.Owner {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	e.response, e.owner = response, ""
 	e.expiresAt = now.Add(c.TTL)
@@ -188,21 +188,21 @@ func (s *Store) Complete(_ context.Context, c idem.Completion) error {
 	return nil
 }
 
-// Release implements [idem.Backend].
-func (s *Store) Release(_ context.Context, ref idem.Ref, owner string) error {
+// Release implements [backend.Backend].
+func (s *Store) Release(_ context.Context, ref backend.Ref, owner string) error {
 	sh := s.shard(ref)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.entries[ref]
 	if e == nil || e.response != nil || e.owner != owner {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	delete(sh.entries, ref)
 	return nil
 }
 
-// Get implements [idem.Backend].
-func (s *Store) Get(_ context.Context, ref idem.Ref, at time.Time) (*idem.Entry, error) {
+// Get implements [backend.Backend].
+func (s *Store) Get(_ context.Context, ref backend.Ref, at time.Time) (*backend.Entry, error) {
 	sh := s.shard(ref)
 	now := now(at)
 	sh.mu.Lock()
@@ -213,9 +213,9 @@ func (s *Store) Get(_ context.Context, ref idem.Ref, at time.Time) (*idem.Entry,
 	return nil, nil
 }
 
-// Sweep implements [idem.Backend]. The background sweeper makes calling it
+// Sweep implements [backend.Backend]. The background sweeper makes calling it
 // unnecessary, but it works.
-func (s *Store) Sweep(ctx context.Context, r idem.SweepRequest) (int, error) {
+func (s *Store) Sweep(ctx context.Context, r backend.SweepRequest) (int, error) {
 	now := now(r.At)
 	n := 0
 	for i := range s.shards {
@@ -253,6 +253,6 @@ func (s *Store) Len() int {
 
 // view returns a copy of e as the caller may see it; the stored response
 // is shared, never modified in place, and callers must not modify it.
-func (e *entry) view(now time.Time) *idem.Entry {
-	return &idem.Entry{Operation: e.operation, Hash: e.hash, Response: e.response, ExpiresAt: e.expiresAt, Now: now}
+func (e *entry) view(now time.Time) *backend.Entry {
+	return &backend.Entry{Operation: e.operation, Hash: e.hash, Response: e.response, ExpiresAt: e.expiresAt, Now: now}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/memstore"
 )
@@ -21,14 +21,14 @@ func TestConformance(t *testing.T) {
 func TestSweeperDeletesAndCloseStopsIt(t *testing.T) {
 	s := memstore.New(&memstore.Options{SweepInterval: time.Millisecond})
 	ctx := context.Background()
-	ref := idem.Ref{Principal: "alice", Key: "key-0000000000000001"}
+	ref := backend.Ref{Principal: "alice", Key: "key-0000000000000001"}
 	// Written three hours ago: its retention ended an hour ago by the
 	// process clock, which the background sweeper reads.
 	then := time.Now().Add(-3 * time.Hour)
-	if held, err := s.Claim(ctx, idem.Claim{Ref: ref, Owner: "o", Lease: time.Minute, Retention: time.Hour, At: then}); held != nil || err != nil {
+	if held, err := s.Claim(ctx, backend.Claim{Ref: ref, Owner: "o", Lease: time.Minute, Retention: time.Hour, At: then}); held != nil || err != nil {
 		t.Fatal(held, err)
 	}
-	if err := s.Complete(ctx, idem.Completion{Ref: ref, Owner: "o", Response: []byte(`1`), TTL: time.Hour, Retention: time.Hour, At: then}); err != nil {
+	if err := s.Complete(ctx, backend.Completion{Ref: ref, Owner: "o", Response: []byte(`1`), TTL: time.Hour, Retention: time.Hour, At: then}); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,4 +1,4 @@
-// Package redisstore is an [idem.Backend] on Redis (github.com/redis/go-redis/v9),
+// Package redisstore is an [backend.Backend] on Redis (github.com/redis/go-redis/v9),
 // for sellers that run several processes and keep their business data
 // outside Postgres. Create a [Store] with [New] on a single node, Sentinel or
 // Cluster client, and run handlers through [idem.New] and [idem.Wrap] or
@@ -62,7 +62,7 @@
 // (ExpiresAt, milliseconds since the epoch) and, once completed, resp.
 //
 // Renew, Complete and Release compare the owner token inside the script: a request
-// whose lease ended and whose key was taken over gets [idem.ErrNotOwner] and
+// whose lease ended and whose key was taken over gets [backend.ErrNotOwner] and
 // changes nothing. go-redis resends a command whose reply was lost
 // (Options.MaxRetries), so the scripts recognise their own earlier effect: a
 // claim resent by its owner, or a completion resent by its owner with the
@@ -71,7 +71,7 @@
 // # Clock and expiry
 //
 // Redis's clock (TIME, read inside each script) decides leases, the replay
-// window and tombstones, and is the [idem.Entry].Now the core judges by;
+// window and tombstones, and is the [backend.Entry].Now the core judges by;
 // the application's clock never is. A test clock (idem.Config.Now) replaces
 // it, for tests only.
 //

@@ -40,7 +40,7 @@ func Example() {
 	if err != nil {
 		panic(err) // Redis unreachable, or it may evict records
 	}
-	guard, err := idem.New(store, nil)
+	guard, err := idem.NewGuard(store, nil)
 	if err != nil {
 		panic(err)
 	}

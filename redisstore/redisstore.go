@@ -13,7 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // DefaultPrefix is the key prefix of a [Store] whose Options set none.
@@ -54,7 +54,7 @@ type Store struct {
 	prefix string
 }
 
-var _ idem.Backend = (*Store)(nil)
+var _ backend.Backend = (*Store)(nil)
 
 // New returns a Store on client: a single node, Sentinel or Cluster client
 // (see [redis.NewUniversalClient]). The Store does not own the client;
@@ -163,7 +163,7 @@ func (s *Store) masters(ctx context.Context) ([]redis.Cmdable, error) {
 //
 // base64url has no ':', so the first ':' inside the braces ends the
 // principal and no two refs share a key, whatever their principals hold.
-func (s *Store) key(ref idem.Ref) string {
+func (s *Store) key(ref backend.Ref) string {
 	return s.prefix + ":{" + base64.RawURLEncoding.EncodeToString([]byte(ref.Principal)) + ":" + ref.Key + "}"
 }
 
@@ -172,7 +172,7 @@ func (s *Store) pattern() string { return s.prefix + ":{*" }
 
 // clockMS is the clock argument of the scripts: at in milliseconds since the
 // epoch, or 0 for Redis's own clock (TIME). A test clock (idem.Config.Now)
-// moves leases, replay windows, tombstones and [idem.Entry].Now; Redis's own
+// moves leases, replay windows, tombstones and [backend.Entry].Now; Redis's own
 // key expiry (PEXPIRE) keeps running on its real clock.
 func clockMS(at time.Time) int64 {
 	if at.IsZero() {
@@ -183,8 +183,8 @@ func clockMS(at time.Time) int64 {
 
 func ms(d time.Duration) int64 { return max(0, d.Milliseconds()) }
 
-// Claim implements [idem.Backend].
-func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
+// Claim implements [backend.Backend].
+func (s *Store) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	r, err := claimScript.Run(ctx, s.client, []string{s.key(c.Ref)},
 		clockMS(c.At), c.Operation, hex.EncodeToString(c.Hash[:]), c.Owner, ms(c.Lease), ms(c.Retention)).Slice()
 	if err != nil {
@@ -206,8 +206,8 @@ func (s *Store) Claim(ctx context.Context, c idem.Claim) (*idem.Entry, error) {
 	return e, nil
 }
 
-// Complete implements [idem.Backend].
-func (s *Store) Complete(ctx context.Context, c idem.Completion) error {
+// Complete implements [backend.Backend].
+func (s *Store) Complete(ctx context.Context, c backend.Completion) error {
 	response := c.Response
 	if response == nil {
 		response = []byte("null")
@@ -218,38 +218,38 @@ func (s *Store) Complete(ctx context.Context, c idem.Completion) error {
 		return fmt.Errorf("redisstore: complete: %w", err)
 	}
 	if n != 1 {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
-// Renew implements [idem.Backend].
-func (s *Store) Renew(ctx context.Context, r idem.Renewal) error {
+// Renew implements [backend.Backend].
+func (s *Store) Renew(ctx context.Context, r backend.Renewal) error {
 	n, err := renewScript.Run(ctx, s.client, []string{s.key(r.Ref)},
 		clockMS(r.At), r.Owner, ms(r.Lease), ms(r.Retention)).Int()
 	if err != nil {
 		return fmt.Errorf("redisstore: renew: %w", err)
 	}
 	if n != 1 {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
-// Release implements [idem.Backend].
-func (s *Store) Release(ctx context.Context, ref idem.Ref, owner string) error {
+// Release implements [backend.Backend].
+func (s *Store) Release(ctx context.Context, ref backend.Ref, owner string) error {
 	n, err := releaseScript.Run(ctx, s.client, []string{s.key(ref)}, owner).Int()
 	if err != nil {
 		return fmt.Errorf("redisstore: release: %w", err)
 	}
 	if n != 1 {
-		return idem.ErrNotOwner
+		return backend.ErrNotOwner
 	}
 	return nil
 }
 
-// Get implements [idem.Backend].
-func (s *Store) Get(ctx context.Context, ref idem.Ref, at time.Time) (*idem.Entry, error) {
+// Get implements [backend.Backend].
+func (s *Store) Get(ctx context.Context, ref backend.Ref, at time.Time) (*backend.Entry, error) {
 	r, err := getScript.Run(ctx, s.client, []string{s.key(ref)}, clockMS(at)).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("redisstore: get: %w", err)
@@ -262,7 +262,7 @@ func (s *Store) Get(ctx context.Context, ref idem.Ref, at time.Time) (*idem.Entr
 }
 
 // parseEntry reads {now} (no entry) or {now, exp, op, hash, resp|nil}.
-func parseEntry(r []any) (*idem.Entry, error) {
+func parseEntry(r []any) (*backend.Entry, error) {
 	if len(r) == 0 {
 		return nil, errors.New("empty reply")
 	}
@@ -282,7 +282,7 @@ func parseEntry(r []any) (*idem.Entry, error) {
 	if !ok1 || !ok2 || !ok3 {
 		return nil, fmt.Errorf("malformed entry %v", r)
 	}
-	e := &idem.Entry{Operation: op, ExpiresAt: time.UnixMilli(exp).UTC(), Now: time.UnixMilli(now).UTC()}
+	e := &backend.Entry{Operation: op, ExpiresAt: time.UnixMilli(exp).UTC(), Now: time.UnixMilli(now).UTC()}
 	if n, err := hex.Decode(e.Hash[:], []byte(hash)); err != nil || n != len(e.Hash) {
 		return nil, fmt.Errorf("malformed request hash %q in the entry", hash)
 	}
@@ -296,14 +296,14 @@ func parseEntry(r []any) (*idem.Entry, error) {
 	return e, nil
 }
 
-// Sweep implements [idem.Backend]. Redis deletes entries by itself (every
+// Sweep implements [backend.Backend]. Redis deletes entries by itself (every
 // entry carries a TTL of lease or replay window plus retention), so
 // production code need not call it. It exists for the cases Redis's expiry
 // cannot see, such as a test clock (idem.Config.Now): it scans this
 // store's keys (SCAN on every master) and deletes, one script per key, those
 // whose ExpiresAt lies more than retention in the past, at most limit of
 // them. Its cost grows with the size of the whole keyspace.
-func (s *Store) Sweep(ctx context.Context, r idem.SweepRequest) (int, error) {
+func (s *Store) Sweep(ctx context.Context, r backend.SweepRequest) (int, error) {
 	retention, limit := r.Retention, r.Limit
 	if limit <= 0 {
 		return 0, nil

@@ -9,7 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 )
 
 // The Lua scripts run against real Redis in the integration module
@@ -17,7 +17,7 @@ import (
 
 func TestKeysNeverCollide(t *testing.T) {
 	s := &Store{prefix: DefaultPrefix}
-	refs := []idem.Ref{
+	refs := []backend.Ref{
 		{Principal: "ali", Key: "ce:x-0000000000000001"},
 		{Principal: "alice", Key: ":x-0000000000000001"},
 		{Principal: "alice:", Key: "x-0000000000000001"},
@@ -27,7 +27,7 @@ func TestKeysNeverCollide(t *testing.T) {
 		{Principal: "alice}:{", Key: "x-0000000000000001"},
 		{Principal: "bob", Key: "x-0000000000000001"},
 	}
-	seen := map[string]idem.Ref{}
+	seen := map[string]backend.Ref{}
 	for _, ref := range refs {
 		k := s.key(ref)
 		if other, dup := seen[k]; dup {
@@ -53,7 +53,7 @@ func TestKeysNeverCollide(t *testing.T) {
 
 func TestPrefixesDoNotOverlap(t *testing.T) {
 	a, b := &Store{prefix: "app"}, &Store{prefix: "app:x"}
-	ref := idem.Ref{Principal: "alice", Key: "key-0000000000000001"}
+	ref := backend.Ref{Principal: "alice", Key: "key-0000000000000001"}
 	if strings.HasPrefix(b.key(ref), strings.TrimSuffix(a.pattern(), "*")) {
 		t.Fatalf("prefix %q's sweep pattern %q matches prefix %q's key %q", a.prefix, a.pattern(), b.prefix, b.key(ref))
 	}

@@ -31,7 +31,7 @@ end
 // claimScript: ARGV = clock, operation, hash, owner, lease ms, retention
 // ms. Returns {1, now} when the key is taken for owner, or {0, now, exp, op,
 // hash, resp|false} with the entry that holds it. The takeover rule is
-// idem.Reusable: an in-flight entry past its lease, a completed one past
+// backend.Reusable: an in-flight entry past its lease, a completed one past
 // exp + retention. A claim resent by the same owner after a lost reply finds
 // its own live claim and succeeds again.
 var claimScript = redis.NewScript(nowMS + `

@@ -29,8 +29,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
 )
 
 func main() {

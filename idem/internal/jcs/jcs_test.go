@@ -1,12 +1,10 @@
-package idem
+package jcs
 
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"reflect"
 	"strconv"
@@ -144,23 +142,19 @@ func TestCanonicalizeRejects(t *testing.T) {
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
 			_, err := Canonicalize([]byte(in))
-			if !errors.Is(err, ErrInvalidPayload) {
-				t.Fatalf("Canonicalize(%.40q) error = %v, want ErrInvalidPayload", in, err)
-			}
-			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeInvalidRequest {
-				t.Fatalf("error %v is not an INVALID_REQUEST *Error", err)
+			if !errors.As(err, new(*Error)) {
+				t.Fatalf("Canonicalize(%.40q) error = %v, want an *Error", in, err)
 			}
 		})
 	}
 }
 
-func TestCanonicalJSONSHA256(t *testing.T) {
-	hash := func(s string) Hash {
+func TestRequestHash(t *testing.T) {
+	hash := func(s string) [32]byte {
 		t.Helper()
-		h, err := CanonicalJSONSHA256([]byte(s))
+		h, err := RequestHash([]byte(s))
 		if err != nil {
-			t.Fatalf("CanonicalJSONSHA256(%s): %v", s, err)
+			t.Fatalf("RequestHash(%s): %v", s, err)
 		}
 		return h
 	}
@@ -210,15 +204,15 @@ func TestCanonicalJSONSHA256(t *testing.T) {
 	}
 }
 
-func TestCanonicalJSONSHA256Rejects(t *testing.T) {
+func TestRequestHashRejects(t *testing.T) {
 	for _, in := range []string{
 		`[]`, `"x"`, `1`, `null`, ``, `  `,
 		`{"idempotency_key":"a","idempotency_key":"b"}`, // duplicates of excluded names still count
 		`{"context":{},"context":"x"}`,
 		`{"push_notification_config":{"authentication":{"credentials":"a","credentials":"b"}}}`,
 	} {
-		if _, err := CanonicalJSONSHA256([]byte(in)); !errors.Is(err, ErrInvalidPayload) {
-			t.Errorf("CanonicalJSONSHA256(%q) error = %v, want ErrInvalidPayload", in, err)
+		if _, err := RequestHash([]byte(in)); !errors.As(err, new(*Error)) {
+			t.Errorf("RequestHash(%q) error = %v, want an *Error", in, err)
 		}
 	}
 }
@@ -237,8 +231,8 @@ func FuzzCanonicalize(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		once, err := Canonicalize(data)
 		if err != nil {
-			if !errors.Is(err, ErrInvalidPayload) {
-				t.Fatalf("error %v does not match ErrInvalidPayload", err)
+			if !errors.As(err, new(*Error)) {
+				t.Fatalf("error %v is not an *Error", err)
 			}
 			return
 		}
@@ -259,17 +253,8 @@ func FuzzCanonicalize(f *testing.F) {
 				t.Fatalf("meaning changed:\n in %q\nout %q", data, once)
 			}
 		}
-		if _, err := CanonicalJSONSHA256(data); err == nil && (len(once) == 0 || once[0] != '{') {
-			t.Fatalf("CanonicalJSONSHA256 accepted a non-object %q", data)
+		if _, err := RequestHash(data); err == nil && (len(once) == 0 || once[0] != '{') {
+			t.Fatalf("RequestHash accepted a non-object %q", data)
 		}
 	})
-}
-
-func ExampleCanonicalJSONSHA256() {
-	a, _ := CanonicalJSONSHA256([]byte(`{"budget": 5000, "brand": {"domain": "acme.example"},
-		"idempotency_key": "key-0001-aaaa-bbbb", "context": {"correlation_id": "first"}}`))
-	b, _ := CanonicalJSONSHA256([]byte(`{"brand":{"domain":"acme.example"},"budget":5000.0,
-		"idempotency_key":"key-0001-aaaa-bbbb","context":{"correlation_id":"retry"}}`))
-	fmt.Println(a == b, hex.EncodeToString(a[:4]))
-	// Output: true 903d57c8
 }

@@ -1,11 +1,27 @@
-package idem
+// Package backend is the interface between package idem's engine and the
+// storage of a [Backend]: the package for people who write a backend. To
+// make handlers idempotent, use package idem; to pick a backend, see
+// package memstore, package redisstore or idem.PostgresBackend.
+package backend
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"time"
 )
 
-// Backend is the storage a [Guard] runs on: one that cannot commit together
+// Hash is the SHA-256 digest of a request's canonical payload (see
+// idem.CanonicalJSONSHA256).
+type Hash [sha256.Size]byte
+
+// ErrNotOwner is returned by a [Backend] when a request renews, completes or
+// releases a claim it no longer owns (its lease ended and another request
+// took the key over, or it was released). The newer owner's claim is left
+// untouched.
+var ErrNotOwner = errors.New("idempotency claim is owned by another request")
+
+// Backend is the storage an idem.Guard runs on: one that cannot commit together
 // with the business data (memory, Redis, or Postgres outside the handler's
 // transaction). It keeps one entry per [Ref] and changes it only in atomic
 // steps judged by its own clock:
@@ -20,14 +36,14 @@ import (
 //     skew), then kept as a tombstone for the retention, then free again.
 //
 // Every argument that carries an At field is judged at that instant when
-// it is set (a test clock, [Config].Now), and at the backend's own clock
+// it is set (a test clock, idem.Config.Now), and at the backend's own clock
 // when it is zero, as in production. The backend's clock is the storage's
 // (Redis TIME, Postgres statement_timestamp()), never the application's, so
 // replicas with skewed clocks agree.
 //
 // Implementations must be safe for concurrent use, by many processes where
-// the storage is shared. The package idemtest checks all of the above; run
-// it against any new Backend.
+// the storage is shared. Package idemtest checks all of the above; run it
+// against any new Backend.
 type Backend interface {
 	// Claim takes the key for c.Owner, with a lease of c.Lease, if no entry
 	// holds it: none exists, or it is in flight past its lease, or it
@@ -42,8 +58,9 @@ type Backend interface {
 
 	// Renew extends the lease of r.Ref's in-flight entry to r.Lease from now,
 	// if r.Owner still owns it. Otherwise it changes nothing and returns an
-	// error matching [ErrNotOwner]. A [Guard] renews every lease while its
-	// handler runs, so that a slow handler never loses its key to a retry.
+	// error matching [ErrNotOwner]. An idem.Guard renews every lease while
+	// its handler runs, so that a slow handler never loses its key to a
+	// retry.
 	Renew(ctx context.Context, r Renewal) error
 
 	// Complete stores c.Response as the answer for c.Ref, replayed for c.TTL

@@ -4,9 +4,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/internal/seller"
-	"github.com/adcp-go/idempotency/internal/sellertest"
 )
 
 // The seller in memory mode, over real MCP.

@@ -20,7 +20,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/adcp-go/idempotency/internal/seller"
+	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 )
 
 // Token and Principal are the credentials of the main test caller; Token2

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -128,4 +129,30 @@ func checkWebhookURL(raw string, allowLoopback bool) error {
 		return errors.New("push_notification_config.url must not point at a private or loopback address")
 	}
 	return nil
+}
+
+// webhookClient refuses, at connect time, addresses the SSRF guard forbids,
+// so that a hostname resolving to a private address is caught too.
+func webhookClient(allowLoopback bool) *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, _ := net.SplitHostPort(address)
+		ip := net.ParseIP(host)
+		if ip == nil {
+			return nil
+		}
+		if ip.IsLoopback() && allowLoopback {
+			return nil
+		}
+		if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() {
+			return fmt.Errorf("webhook address %s is not allowed", ip)
+		}
+		return nil
+	}}
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 4},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse // never follow a redirect to somewhere else
+		},
+	}
 }
