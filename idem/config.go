@@ -2,7 +2,6 @@ package idem
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"time"
 
@@ -85,10 +84,10 @@ type Config struct {
 	// At most 1,000,000. Defaults to 1000.
 	SweepBatch int
 
-	// Observe, if set, is called once per finished [RunInTx] or [Do] call
-	// with its operation, outcome and duration: the hook for metrics. It
-	// runs on the caller's goroutine, so it must be quick.
-	Observe func(ctx context.Context, o Observation)
+	// Observer, if set, watches every RunInTx and Do call and every sweep,
+	// for metrics and traces (see [Observer], [ObserverFunc] and package
+	// idemotel). Defaults to none.
+	Observer Observer
 
 	// Now replaces the storage clock, for tests: with it set, every backend
 	// judges leases, replay windows and tombstones at Now() instead of at
@@ -114,7 +113,7 @@ type settings struct {
 	limiter                           Limiter
 	maxPayload, sweepBatch            int
 	now                               func() time.Time
-	observer                          func(context.Context, Observation)
+	observer                          Observer
 }
 
 func (c *Config) resolve() (settings, error) {
@@ -132,7 +131,7 @@ func (c *Config) resolve() (settings, error) {
 		maxPayload: cmp.Or(c.MaxPayloadBytes, 1<<20),
 		sweepBatch: cmp.Or(c.SweepBatch, 1000),
 		now:        c.Now,
-		observer:   c.Observe,
+		observer:   c.Observer,
 	}
 	switch {
 	case s.ttl < MinTTL || s.ttl > MaxTTL:

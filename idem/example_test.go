@@ -140,10 +140,10 @@ func ExampleConfig_observe() {
 	outcomes := expvar.NewMap("idempotency_outcomes")
 	latency := expvar.NewMap("idempotency_seconds_total")
 	store, err := idem.NewStore(&idem.Config{
-		Observe: func(_ context.Context, o idem.Observation) {
+		Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) {
 			outcomes.Add(o.Operation+":"+string(o.Outcome), 1)
 			latency.AddFloat(o.Operation, o.Duration.Seconds())
-		},
+		}),
 	})
 	if err != nil {
 		panic(err)

@@ -49,6 +49,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	for {
 		n, err := g.b.Sweep(ctx, backend.SweepRequest{Retention: g.cfg.retention, Limit: g.cfg.sweepBatch, At: g.cfg.at()})
 		total += n
+		g.cfg.swept(ctx, n)
 		if err != nil {
 			return total, backendError("sweep", err)
 		}
@@ -83,7 +84,8 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 // and must not run again: the key is kept with a marker, and this call and
 // every retry get [ErrUnencodable]. backend.Backend failures match [ErrStorage].
 func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.Context) (T, error)) (res Result[T], err error) {
-	defer g.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
+	ctx, obs := g.cfg.begin(ctx, req.Operation)
+	defer obs.end(ctx, &res.Replayed, &err)
 	p, err := prepare(req, g.cfg.maxPayload)
 	if err != nil {
 		return res, err
@@ -95,7 +97,7 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	}
 	ref := p.ref()
 	owner := newOwnerToken()
-	held, err := g.claim(ctx, p, owner)
+	held, err := g.claim(ctx, p, owner, &obs.waited)
 	if err != nil {
 		return res, err
 	}
@@ -206,7 +208,7 @@ func (g *Guard) keepAlive(ctx context.Context, ref backend.Ref, owner string, lo
 // claim claims the key for owner, waiting for a concurrent equal request
 // under WaitThenReplay. It returns (nil, nil) when the key is ours, or the
 // entry to answer from.
-func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*backend.Entry, error) {
+func (g *Guard) claim(ctx context.Context, p prepared, owner string, waited *time.Duration) (*backend.Entry, error) {
 	deadline := time.Now().Add(g.cfg.wait)
 	pause := 2 * time.Millisecond
 	for {
@@ -228,12 +230,14 @@ func (g *Guard) claim(ctx context.Context, p prepared, owner string) (*backend.E
 			return held, nil
 		}
 		t := time.NewTimer(min(pause, left))
+		slept := time.Now()
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("idem: waiting for a concurrent request: %w", ctx.Err())
 		case <-t.C:
 		}
+		*waited += time.Since(slept)
 		pause = min(2*pause, 50*time.Millisecond)
 	}
 }

@@ -95,7 +95,8 @@ func (s *Store) Capability() Capability { return s.cfg.capability() }
 // is released on success, and a later rollback of the caller's transaction
 // removes the stored answer together with the business writes.
 func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
-	defer s.cfg.observeCall(ctx, req.Operation, time.Now(), &res.Replayed, &err)
+	ctx, obs := s.cfg.begin(ctx, req.Operation)
+	defer obs.end(ctx, &res.Replayed, &err)
 	p, err := prepare(req, s.cfg.maxPayload)
 	if err != nil {
 		return res, err
@@ -105,7 +106,9 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 	}
 	deadline := time.Now().Add(s.cfg.wait)
 	reject := s.cfg.duplicates == RejectInFlight
+	waitStart := time.Now()
 	leave, err := s.turns.take(ctx, p.ref(), s.cfg.wait, reject)
+	obs.waited = time.Since(waitStart)
 	if err != nil {
 		return res, err
 	}
@@ -364,6 +367,7 @@ func (s *Store) Sweep(ctx context.Context, conn DB) (int, error) {
 	for {
 		n, err := sweepBatch(ctx, s.q, conn, clock(s.cfg.now), s.cfg.retention, s.cfg.sweepBatch)
 		total += n
+		s.cfg.swept(ctx, n)
 		if err != nil || n < s.cfg.sweepBatch {
 			return total, err
 		}

@@ -873,7 +873,7 @@ func testDoMalformedOperation(t *testing.T, h suite) {
 func testDoUndecodable(t *testing.T, h suite) {
 	ctx := context.Background()
 	var observed []idem.Outcome
-	g := guard(t, h, idem.Config{Observe: func(_ context.Context, o idem.Observation) { observed = append(observed, o.Outcome) }})
+	g := guard(t, h, idem.Config{Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) { observed = append(observed, o.Outcome) })})
 	key := newKey()
 	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
 		return answer{MediaBuyID: "mb_1", Run: 1}, nil

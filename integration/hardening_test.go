@@ -440,7 +440,7 @@ func TestHardeningUndecodableAnswerRunInTx(t *testing.T) {
 	ctx := context.Background()
 	pool := newSchema(t)
 	var outcomes []idem.Outcome
-	s := newStore(t, &idem.Config{Observe: func(_ context.Context, o idem.Observation) { outcomes = append(outcomes, o.Outcome) }})
+	s := newStore(t, &idem.Config{Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) { outcomes = append(outcomes, o.Outcome) })})
 	key := newKey()
 	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 1)); err != nil {
 		t.Fatal(err)
