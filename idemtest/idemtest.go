@@ -1,6 +1,6 @@
-// Package idemtest is the conformance suite for [backend.Backend]
-// implementations. Every backend of this module passes it; run it against
-// your own:
+// Package idemtest is the outcome suite of this library: every backend of
+// it passes it, and so does idem.RunInTx. Run it against your own
+// backend.Backend:
 //
 //	func TestConformance(t *testing.T) {
 //		idemtest.Run(t, func(t *testing.T) idemtest.Harness {
@@ -10,16 +10,20 @@
 //		})
 //	}
 //
+// For a backend it checks the atomic steps (claim, renew, complete,
+// release, get, sweep), ownership (a request whose lease ran out can
+// neither complete nor release the new owner's claim), lease takeover, TTL,
+// tombstones, principal isolation and concurrency (64 goroutines, one key,
+// one claim), and then every outcome end to end through idem.Do on a Guard
+// over it. With Harness.Tx instead, it checks the same outcomes through
+// idem.RunInTx on Postgres, where the handler's work commits with the
+// answer (the suite records each run in a table of its own, idemtest_work,
+// through the handler's transaction, and counts what committed).
+//
 // The suite never sleeps through a lease or a TTL: it keeps a clock of its
 // own, passes it to the backend in every call (the At fields) and to the
-// Guard as [idem.Config].Now, and moves it. A backend must judge every call
-// by At when it is set.
-//
-// It checks the backend's atomic steps (claim, complete, release, get,
-// sweep), ownership (a request whose lease ran out can neither complete nor
-// release the new owner's claim), lease takeover, TTL, tombstones, principal
-// isolation and concurrency (64 goroutines, one key, one claim), and then
-// the same outcomes end to end through [idem.Do].
+// Guard or Store as idem.Config.Now, and moves it. A backend must judge
+// every call by At when it is set.
 package idemtest
 
 import (
@@ -35,13 +39,24 @@ import (
 
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/idem/backend"
+	"github.com/jackc/pgx/v5"
 )
 
-// Harness is a backend under test.
+// Harness is what the suite runs against: a Backend, or RunInTx on a
+// Postgres database (Tx). Set exactly one.
 type Harness struct {
 	// Backend is a fresh, empty backend, or one whose keys no other test
-	// uses. Required.
+	// uses.
 	Backend backend.Backend
+	// Tx runs the outcome tests through idem.RunInTx instead.
+	Tx *TxHarness
+}
+
+// TxHarness is a Postgres database for the RunInTx outcome tests.
+type TxHarness struct {
+	// DB is a pool (or connection) on a schema with the library's table
+	// (package migrations), where the suite may create its own table.
+	DB idem.DB
 }
 
 // suite is a Harness with the suite's clock.
@@ -77,39 +92,59 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Helper()
 	setup := func(t *testing.T) suite {
 		h := newHarness(t)
-		if h.Backend == nil {
-			t.Fatal("idemtest: Harness needs a Backend")
+		if (h.Backend == nil) == (h.Tx == nil) {
+			t.Fatal("idemtest: Harness needs a Backend or a Tx, not both")
+		}
+		if h.Tx != nil {
+			if _, err := h.Tx.DB.Exec(context.Background(), `CREATE TABLE IF NOT EXISTS idemtest_work (
+				principal_id text NOT NULL, key text NOT NULL, run bigint NOT NULL)`); err != nil {
+				t.Fatalf("idemtest: creating idemtest_work: %v", err)
+			}
 		}
 		// Millisecond precision, as every backend keeps it.
 		return suite{Harness: h, clock: &clock{t: time.Now().UTC().Truncate(time.Millisecond)}}
 	}
+	// Each test runs on a backend (backend), through idem.Do (guard), or
+	// through either idem.Do or idem.RunInTx (both).
+	const (
+		onBackend = iota
+		onGuard
+		onBoth
+	)
+	probe := newHarness(t)
+	transactional := probe.Tx != nil
 	for _, tc := range []struct {
-		name string
-		fn   func(*testing.T, suite)
+		name  string
+		where int
+		fn    func(*testing.T, suite)
 	}{
-		{"Backend/ClaimGetComplete", testClaimGetComplete},
-		{"Backend/Ownership", testOwnership},
-		{"Backend/LeaseTakeover", testLeaseTakeover},
-		{"Backend/Renew", testRenew},
-		{"Backend/TTLAndTombstone", testTTLAndTombstone},
-		{"Backend/Sweep", testSweep},
-		{"Backend/PrincipalIsolation", testBackendIsolation},
-		{"Backend/ConcurrentClaims", testConcurrentClaims},
-		{"Do/FirstCallReplayConflict", testDoOutcomes},
-		{"Do/ExpiredThenReusable", testDoExpiry},
-		{"Do/HandlerFailureReleases", testDoFailure},
-		{"Do/AnswerStoredAfterCallerLeaves", testDoCancelledAfterWork},
-		{"Do/ConcurrentDuplicatesRunOnce", testDoConcurrent},
-		{"Do/InFlightPolicies", testDoInFlight},
-		{"Do/LeaseTakeover", testDoLeaseTakeover},
-		{"Do/RateLimit", testDoRateLimit},
-		{"Do/PrincipalIsolation", testDoIsolation},
-		{"Do/UnencodableAnswerRunsOnce", testDoUnencodable},
-		{"Do/SlowHandlerKeepsItsLease", testDoSlowHandler},
-		{"Do/EndedContextRunsNothing", testDoEndedContext},
-		{"Do/MalformedOperationStoresNothing", testDoMalformedOperation},
-		{"Do/UndecodableStoredAnswer", testDoUndecodable},
+		{"Backend/ClaimGetComplete", onBackend, testClaimGetComplete},
+		{"Backend/Ownership", onBackend, testOwnership},
+		{"Backend/LeaseTakeover", onBackend, testLeaseTakeover},
+		{"Backend/Renew", onBackend, testRenew},
+		{"Backend/TTLAndTombstone", onBackend, testTTLAndTombstone},
+		{"Backend/Sweep", onBackend, testSweep},
+		{"Backend/PrincipalIsolation", onBackend, testBackendIsolation},
+		{"Backend/ConcurrentClaims", onBackend, testConcurrentClaims},
+		{"Outcome/FirstCallReplayConflict", onBoth, testOutcomes},
+		{"Outcome/InvalidRequestsStoreNothing", onBoth, testInvalidRequests},
+		{"Outcome/ExpiredThenReusable", onBoth, testExpiry},
+		{"Outcome/HandlerFailureStoresNothing", onBoth, testFailure},
+		{"Outcome/CallerLeavesAfterTheWork", onBoth, testCancelledAfterWork},
+		{"Outcome/ConcurrentDuplicatesRunOnce", onBoth, testConcurrent},
+		{"Outcome/InFlightPolicies", onBoth, testInFlight},
+		{"Outcome/RateLimit", onBoth, testRateLimit},
+		{"Outcome/PrincipalIsolation", onBoth, testIsolation},
+		{"Outcome/UnencodableAnswer", onBoth, testUnencodable},
+		{"Outcome/EndedContextRunsNothing", onBoth, testEndedContext},
+		{"Outcome/MalformedOperationStoresNothing", onBoth, testMalformedOperation},
+		{"Outcome/UndecodableStoredAnswer", onBoth, testUndecodable},
+		{"Guard/LeaseTakeover", onGuard, testLeaseTakeoverThroughDo},
+		{"Guard/SlowHandlerKeepsItsLease", onGuard, testSlowHandler},
 	} {
+		if transactional && tc.where != onBoth {
+			continue // backend and lease tests: RunInTx has neither
+		}
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, setup(t)) })
 	}
 }
@@ -342,8 +377,8 @@ func testBackendIsolation(t *testing.T, h suite) {
 	// Principals that could collide if a backend joined the two strings
 	// naively.
 	mustClaim(t, h, h.claim(t, backend.Ref{Principal: "ali", Key: "ce:" + key}, "c"))
-	if e := mustGet(t, h, backend.Ref{Principal: "carol", Key: key}); e != nil {
-		t.Fatalf("carol sees %+v under alice's key", e)
+	if h.stored(t, backend.Ref{Principal: "carol", Key: key}) {
+		t.Fatal("carol sees an entry under alice's key")
 	}
 }
 
@@ -382,18 +417,85 @@ type answer struct {
 	Run        int64  `json:"run"`
 }
 
-func guard(t *testing.T, h suite, cfg idem.Config) *idem.Guard {
+// caller is one configured path: a Guard (idem.Do) or a Store
+// (idem.RunInTx).
+type caller struct {
+	g  *idem.Guard
+	s  *idem.Store
+	db idem.DB
+}
+
+// transactional reports whether the path commits the work with the answer.
+func (h suite) transactional() bool { return h.Tx != nil }
+
+// caller returns the path under test configured by cfg, on the suite's
+// clock and durations.
+func (h suite) caller(t *testing.T, cfg idem.Config) caller {
 	t.Helper()
 	cfg.TTL, cfg.TombstoneRetention, cfg.Lease = ttl, retention, lease
 	cfg.Now = h.clock.Now
 	if cfg.Limiter == nil {
 		cfg.Limiter = idem.Unlimited
 	}
+	if h.Tx != nil {
+		s, err := idem.NewStore(&cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return caller{s: s, db: h.Tx.DB}
+	}
 	g, err := idem.NewGuard(h.Backend, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return g
+	return caller{g: g}
+}
+
+// call runs fn for r on c's path. Through RunInTx, a run that succeeds
+// writes a row in idemtest_work through the handler's transaction, so that
+// the suite can count what committed.
+func call[T any](ctx context.Context, c caller, r idem.Request, fn func(context.Context) (T, error)) (idem.Result[T], error) {
+	if c.g != nil {
+		return idem.Do(ctx, c.g, r, fn)
+	}
+	return idem.RunInTx(ctx, c.s, c.db, r, func(ctx context.Context, tx pgx.Tx) (T, error) {
+		v, err := fn(ctx)
+		if err != nil {
+			return v, err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO idemtest_work (principal_id, key, run) VALUES ($1, $2, 1)`, r.Principal, r.Key)
+		return v, err
+	})
+}
+
+// stored reports whether anything is stored under ref.
+func (h suite) stored(t *testing.T, ref backend.Ref) bool {
+	t.Helper()
+	if h.Tx == nil {
+		return mustGet(t, h, ref) != nil
+	}
+	var n int
+	if err := h.Tx.DB.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE principal_id = $1 AND key = $2`,
+		ref.Principal, ref.Key).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n > 0
+}
+
+// committed reports how many runs for ref committed their work: for
+// RunInTx, the rows in idemtest_work; on a backend, where nothing is rolled
+// back, the number the caller counted.
+func (h suite) committed(t *testing.T, ref backend.Ref, counted int64) int64 {
+	t.Helper()
+	if h.Tx == nil {
+		return counted
+	}
+	var n int64
+	if err := h.Tx.DB.QueryRow(context.Background(), `SELECT count(*) FROM idemtest_work WHERE principal_id = $1 AND key = $2`,
+		ref.Principal, ref.Key).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func req(principal, key, payload string) idem.Request {
@@ -408,74 +510,119 @@ func (c *counter) handle(context.Context) (answer, error) {
 	return answer{MediaBuyID: fmt.Sprint("mb_", n), Run: n}, nil
 }
 
-func testDoOutcomes(t *testing.T, h suite) {
+func testOutcomes(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	g := h.caller(t, idem.Config{})
 	var c counter
 	key := newKey()
-	first, err := idem.Do(ctx, g, req("alice", key, `{"budget":5000,"context":{"id":1}}`), c.handle)
+	first, err := call(ctx, g, req("alice", key, `{"budget":5000,"context":{"id":1}}`), c.handle)
 	if err != nil || first.Replayed || first.Value.Run != 1 {
 		t.Fatalf("first call = %+v, %v", first, err)
 	}
-	again, err := idem.Do(ctx, g, req("alice", key, `{"context":{"id":2},"budget":5000.0}`), c.handle)
+	again, err := call(ctx, g, req("alice", key, `{"context":{"id":2},"budget":5000.0}`), c.handle)
 	if err != nil || !again.Replayed || again.Value != first.Value || string(again.Response) != string(first.Response) {
 		t.Fatalf("replay = %+v (%s), %v; want %+v (%s) replayed", again, again.Response, err, first, first.Response)
 	}
-	_, err = idem.Do(ctx, g, req("alice", key, `{"budget":25000}`), c.handle)
+	_, err = call(ctx, g, req("alice", key, `{"budget":25000}`), c.handle)
 	if !errors.Is(err, idem.ErrConflict) {
 		t.Fatalf("changed payload: %v, want ErrConflict", err)
 	}
 	other := req("alice", key, `{"budget":5000}`)
 	other.Operation = "update_media_buy"
-	if _, err := idem.Do(ctx, g, other, c.handle); !errors.Is(err, idem.ErrConflict) {
+	if _, err := call(ctx, g, other, c.handle); !errors.Is(err, idem.ErrConflict) {
 		t.Fatalf("another operation: %v, want ErrConflict", err)
 	}
-	if _, err := idem.Do(ctx, g, req("alice", "short", `{}`), c.handle); !errors.Is(err, idem.ErrInvalidKey) {
+	if _, err := call(ctx, g, req("alice", "short", `{}`), c.handle); !errors.Is(err, idem.ErrInvalidKey) {
 		t.Fatalf("malformed key: %v, want ErrInvalidKey", err)
 	}
-	if _, err := idem.Do(ctx, g, req("", newKey(), `{}`), c.handle); !errors.Is(err, idem.ErrMissingPrincipal) {
+	if _, err := call(ctx, g, req("", newKey(), `{}`), c.handle); !errors.Is(err, idem.ErrMissingPrincipal) {
 		t.Fatalf("no principal: %v, want ErrMissingPrincipal", err)
 	}
 	if n := c.runs.Load(); n != 1 {
 		t.Fatalf("handler ran %d times, want 1", n)
 	}
+	if n := h.committed(t, backend.Ref{Principal: "alice", Key: key}, 1); n != 1 {
+		t.Fatalf("%d runs committed, want 1", n)
+	}
 }
 
-func testDoExpiry(t *testing.T, h suite) {
+// Requests that fail validation never reach the handler or the storage.
+func testInvalidRequests(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	cfg := idem.Config{MaxPayloadBytes: 64}
+	g := h.caller(t, cfg)
+	var c counter
+	noOperation := req("alice", newKey(), `{}`)
+	noOperation.Operation = ""
+	for name, tc := range map[string]struct {
+		r    idem.Request
+		want error
+	}{
+		"no principal":    {req("", newKey(), `{}`), idem.ErrMissingPrincipal},
+		"no key":          {req("alice", "", `{}`), idem.ErrMissingKey},
+		"short key":       {req("alice", "too-short", `{}`), idem.ErrInvalidKey},
+		"key with space":  {req("alice", "has a space in it!", `{}`), idem.ErrInvalidKey},
+		"unicode key":     {req("alice", "clé-idempotente-ü-0001", `{}`), idem.ErrInvalidKey},
+		"256-char key":    {req("alice", strings.Repeat("k", 256), `{}`), idem.ErrInvalidKey},
+		"array payload":   {req("alice", newKey(), `[1,2]`), idem.ErrInvalidPayload},
+		"duplicate names": {req("alice", newKey(), `{"a":1,"a":2}`), idem.ErrInvalidPayload},
+		"too large":       {req("alice", newKey(), `{"a":"`+strings.Repeat("x", 100)+`"}`), idem.ErrInvalidPayload},
+		"no operation":    {noOperation, idem.ErrMissingOperation},
+	} {
+		_, err := call(ctx, g, tc.r, c.handle)
+		var e *idem.Error
+		if !errors.Is(err, tc.want) || !errors.As(err, &e) || e.Recovery != idem.RecoveryCorrectable {
+			t.Errorf("%s: %v, want a correctable %v", name, err, tc.want)
+		}
+		if tc.r.Key != "" && h.stored(t, backend.Ref{Principal: tc.r.Principal, Key: tc.r.Key}) {
+			t.Errorf("%s: the key was stored", name)
+		}
+	}
+	if c.runs.Load() != 0 {
+		t.Fatalf("the handler ran %d times for invalid requests", c.runs.Load())
+	}
+	// 255 characters of every allowed class are fine.
+	long := strings.Repeat("Az09_.:-", 32)[:255]
+	if _, err := call(ctx, g, req("alice", long, `{}`), c.handle); err != nil {
+		t.Fatalf("255-character key: %v", err)
+	}
+}
+
+func testExpiry(t *testing.T, h suite) {
+	ctx := context.Background()
+	g := h.caller(t, idem.Config{})
 	var c counter
 	key := newKey()
-	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
+	if _, err := call(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
 		t.Fatal(err)
 	}
 	h.Advance(ttl + skew - time.Second)
-	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
+	if res, err := call(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
 		t.Fatalf("within TTL+skew: %+v, %v; want a replay", res, err)
 	}
 	h.Advance(2 * time.Second)
-	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, idem.ErrExpired) {
+	if _, err := call(ctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, idem.ErrExpired) {
 		t.Fatalf("past TTL+skew: %v, want ErrExpired", err)
 	}
 	h.Advance(retention)
-	res, err := idem.Do(ctx, g, req("alice", key, `{"new":true}`), c.handle)
+	res, err := call(ctx, g, req("alice", key, `{"new":true}`), c.handle)
 	if err != nil || res.Replayed || res.Value.Run != 2 {
 		t.Fatalf("past retention: %+v, %v; want a fresh run", res, err)
 	}
 }
 
-func testDoFailure(t *testing.T, h suite) {
+func testFailure(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	g := h.caller(t, idem.Config{})
 	var c counter
 	key := newKey()
 	boom := errors.New("ad server unavailable")
-	_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { return answer{}, boom })
+	_, err := call(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { return answer{}, boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("handler error: %v, want it returned as is", err)
 	}
-	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
-		t.Fatalf("after a handler error the key holds %+v, want it released", e)
+	if h.stored(t, backend.Ref{Principal: "alice", Key: key}) {
+		t.Fatal("after a handler error the key is still held, want it released")
 	}
 	func() {
 		defer func() {
@@ -483,40 +630,55 @@ func testDoFailure(t *testing.T, h suite) {
 				t.Fatalf("recovered %v, want the handler's panic", r)
 			}
 		}()
-		_, _ = idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { panic("bug") })
+		_, _ = call(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) { panic("bug") })
 	}()
-	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
-		t.Fatalf("after a panic the key holds %+v, want it released", e)
+	if h.stored(t, backend.Ref{Principal: "alice", Key: key}) {
+		t.Fatal("after a panic the key is still held, want it released")
 	}
-	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	res, err := call(ctx, g, req("alice", key, `{}`), c.handle)
 	if err != nil || res.Replayed || res.Value.Run != 1 {
 		t.Fatalf("retry after failures: %+v, %v; want a fresh run", res, err)
 	}
+	if n := h.committed(t, backend.Ref{Principal: "alice", Key: key}, 1); n != 1 {
+		t.Fatalf("%d runs committed, want only the retry's", n)
+	}
 }
 
-// A caller that goes away after the work is done must not lose its answer:
-// the work happened, so a retry must replay it.
-func testDoCancelledAfterWork(t *testing.T, h suite) {
-	g := guard(t, h, idem.Config{})
+// A caller that goes away after the work is done. On a backend the work
+// happened, so its answer must be stored and a retry must replay it. In
+// RunInTx the work is uncommitted until the commit, which the ended
+// context cancels: nothing is kept and a retry runs once.
+func testCancelledAfterWork(t *testing.T, h suite) {
+	g := h.caller(t, idem.Config{})
 	var c counter
 	key := newKey()
 	ctx, cancel := context.WithCancel(context.Background())
-	res, err := idem.Do(ctx, g, req("alice", key, `{}`), func(ctx context.Context) (answer, error) {
+	res, err := call(ctx, g, req("alice", key, `{}`), func(ctx context.Context) (answer, error) {
 		a, err := c.handle(ctx)
 		cancel() // the client hangs up as the work finishes
 		return a, err
 	})
+	if h.transactional() {
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("RunInTx whose caller left before the commit: %+v, %v; want context.Canceled", res, err)
+		}
+		again, err := call(context.Background(), g, req("alice", key, `{}`), c.handle)
+		if err != nil || again.Replayed || h.committed(t, backend.Ref{Principal: "alice", Key: key}, 0) != 1 {
+			t.Fatalf("retry = %+v, %v; want one committed run", again, err)
+		}
+		return
+	}
 	if err != nil || res.Value.Run != 1 {
 		t.Fatalf("Do whose caller left after the work: %+v, %v; want the answer", res, err)
 	}
-	replay, err := idem.Do(context.Background(), g, req("alice", key, `{}`), c.handle)
+	replay, err := call(context.Background(), g, req("alice", key, `{}`), c.handle)
 	if err != nil || !replay.Replayed || replay.Value != res.Value {
 		t.Fatalf("retry = %+v, %v; want the stored answer", replay, err)
 	}
 }
 
-func testDoConcurrent(t *testing.T, h suite) {
-	g := guard(t, h, idem.Config{WaitLimit: time.Minute})
+func testConcurrent(t *testing.T, h suite) {
+	g := h.caller(t, idem.Config{WaitLimit: time.Minute})
 	key := newKey()
 	var runs atomic.Int32
 	const n = 64
@@ -527,7 +689,7 @@ func testDoConcurrent(t *testing.T, h suite) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			results[i], errs[i] = idem.Do(context.Background(), g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
+			results[i], errs[i] = call(context.Background(), g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
 				runs.Add(1)
 				time.Sleep(20 * time.Millisecond) // let the others pile up
 				return answer{MediaBuyID: "mb_only"}, nil
@@ -551,16 +713,19 @@ func testDoConcurrent(t *testing.T, h suite) {
 	if runs.Load() != 1 || fresh != 1 {
 		t.Fatalf("%d runs, %d fresh answers among %d callers; want 1 and 1", runs.Load(), fresh, n)
 	}
+	if c := h.committed(t, backend.Ref{Principal: "alice", Key: key}, 1); c != 1 {
+		t.Fatalf("%d runs committed, want 1", c)
+	}
 }
 
-func testDoInFlight(t *testing.T, h suite) {
+func testInFlight(t *testing.T, h suite) {
 	ctx := context.Background()
 	key := newKey()
 	running, finish := make(chan struct{}), make(chan struct{})
 	first := make(chan error, 1)
-	g := guard(t, h, idem.Config{WaitLimit: time.Hour})
+	g := h.caller(t, idem.Config{WaitLimit: time.Hour})
 	go func() {
-		_, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
+		_, err := call(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (answer, error) {
 			close(running)
 			<-finish
 			return answer{MediaBuyID: "mb_1"}, nil
@@ -569,33 +734,38 @@ func testDoInFlight(t *testing.T, h suite) {
 	}()
 	<-running
 
-	// A different payload conflicts at once, even with an hour to wait: this
-	// call returns while the first handler is still blocked.
-	if _, err := idem.Do(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle); !errors.Is(err, idem.ErrConflict) {
-		t.Fatalf("different payload while in flight: %v, want ErrConflict", err)
+	// On a backend the holder's entry is visible: a different payload
+	// conflicts at once, even with an hour to wait, while the first handler
+	// is still blocked. (In RunInTx the holder's row is uncommitted, so a
+	// different payload waits like a duplicate.)
+	if !h.transactional() {
+		if _, err := call(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle); !errors.Is(err, idem.ErrConflict) {
+			t.Fatalf("different payload while in flight: %v, want ErrConflict", err)
+		}
 	}
-	// RejectInFlight answers at once, with a retry hint.
-	reject := guard(t, h, idem.Config{Duplicates: idem.RejectInFlight})
-	_, err := idem.Do(ctx, reject, req("alice", key, `{"budget":1}`), (&counter{}).handle)
+	// RejectInFlight answers at once, with a retry hint (another Guard or
+	// Store, as from another replica).
+	reject := h.caller(t, idem.Config{Duplicates: idem.RejectInFlight})
+	_, err := call(ctx, reject, req("alice", key, `{"budget":1}`), (&counter{}).handle)
 	var e *idem.Error
 	if !errors.Is(err, idem.ErrInFlight) || !errors.As(err, &e) || e.RetryAfter <= 0 || e.Code != idem.CodeIdempotencyInFlight {
 		t.Fatalf("RejectInFlight: %v, want IDEMPOTENCY_IN_FLIGHT with a retry hint", err)
 	}
 	// WaitThenReplay gives up after its limit.
-	short := guard(t, h, idem.Config{WaitLimit: 30 * time.Millisecond})
-	if _, err := idem.Do(ctx, short, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, idem.ErrInFlight) {
+	short := h.caller(t, idem.Config{WaitLimit: 30 * time.Millisecond})
+	if _, err := call(ctx, short, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, idem.ErrInFlight) {
 		t.Fatalf("wait limit exceeded: %v, want ErrInFlight", err)
 	}
 	// A cancelled wait returns the context's error.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := idem.Do(cctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, context.Canceled) {
+	if _, err := call(cctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait: %v, want context.Canceled", err)
 	}
 	// A waiter gets the answer once the first request completes.
 	waiter := make(chan idem.Result[answer], 1)
 	go func() {
-		res, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle)
+		res, err := call(ctx, g, req("alice", key, `{"budget":1}`), (&counter{}).handle)
 		if err != nil {
 			t.Errorf("waiting duplicate: %v", err)
 		}
@@ -610,14 +780,14 @@ func testDoInFlight(t *testing.T, h suite) {
 	}
 }
 
-func testDoLeaseTakeover(t *testing.T, h suite) {
+func testLeaseTakeoverThroughDo(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{Duplicates: idem.RejectInFlight})
+	g := h.caller(t, idem.Config{Duplicates: idem.RejectInFlight})
 	key := newKey()
 	running, finish := make(chan struct{}), make(chan struct{})
 	stale := make(chan error, 1)
 	go func() {
-		_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
+		_, err := call(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
 			close(running)
 			<-finish
 			return answer{MediaBuyID: "mb_stale"}, nil
@@ -627,7 +797,7 @@ func testDoLeaseTakeover(t *testing.T, h suite) {
 	<-running
 	h.Advance(lease + time.Second) // the first owner is presumed dead
 	var c counter
-	res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	res, err := call(ctx, g, req("alice", key, `{}`), c.handle)
 	if err != nil || res.Replayed || res.Value.Run != 1 {
 		t.Fatalf("after the lease ended: %+v, %v; want a fresh run", res, err)
 	}
@@ -635,47 +805,47 @@ func testDoLeaseTakeover(t *testing.T, h suite) {
 	if err := <-stale; !errors.Is(err, idem.ErrStorage) || !errors.Is(err, backend.ErrNotOwner) {
 		t.Fatalf("the stale owner's completion: %v, want a storage error wrapping ErrNotOwner", err)
 	}
-	replay, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle)
+	replay, err := call(ctx, g, req("alice", key, `{}`), c.handle)
 	if err != nil || !replay.Replayed || replay.Value != res.Value {
 		t.Fatalf("replay = %+v, %v; want the successor's answer %+v", replay, err, res.Value)
 	}
 }
 
-func testDoRateLimit(t *testing.T, h suite) {
+func testRateLimit(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{Limiter: idem.NewLimiter(0.001, 1)})
+	g := h.caller(t, idem.Config{Limiter: idem.NewLimiter(0.001, 1)})
 	var c counter
 	key := newKey()
-	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
+	if _, err := call(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
 		t.Fatal(err)
 	}
 	limited := newKey()
-	_, err := idem.Do(ctx, g, req("alice", limited, `{}`), c.handle)
+	_, err := call(ctx, g, req("alice", limited, `{}`), c.handle)
 	var e *idem.Error
 	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter <= 0 {
 		t.Fatalf("second new key: %v, want RATE_LIMITED with a retry hint", err)
 	}
-	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: limited}); e != nil {
-		t.Fatalf("a rate-limited request left %+v", e)
-	}
-	if res, err := idem.Do(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
+	if res, err := call(ctx, g, req("alice", key, `{}`), c.handle); err != nil || !res.Replayed {
 		t.Fatalf("replay while limited: %+v, %v; replays are not limited", res, err)
 	}
 	if c.runs.Load() != 1 {
 		t.Fatalf("handler ran %d times, want 1", c.runs.Load())
 	}
+	if h.stored(t, backend.Ref{Principal: "alice", Key: limited}) {
+		t.Fatal("a rate-limited request left its key stored")
+	}
 }
 
-func testDoIsolation(t *testing.T, h suite) {
+func testIsolation(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	g := h.caller(t, idem.Config{})
 	var c counter
 	key := newKey()
-	a, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), c.handle)
+	a, err := call(ctx, g, req("alice", key, `{"budget":1}`), c.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := idem.Do(ctx, g, req("bob", key, `{"budget":2}`), c.handle)
+	b, err := call(ctx, g, req("bob", key, `{"budget":2}`), c.handle)
 	if err != nil || a.Replayed || b.Replayed || a.Value == b.Value {
 		t.Fatalf("alice %+v, bob %+v (%v): want two fresh runs", a, b, err)
 	}
@@ -725,16 +895,17 @@ type unencodable struct {
 
 func (unencodable) MarshalJSON() ([]byte, error) { return nil, errors.New("cannot encode") }
 
-// A handler whose side effect happened but whose value cannot be encoded
-// must not run again: the key keeps a marker, every retry gets
-// ErrUnencodable.
-func testDoUnencodable(t *testing.T, h suite) {
+// A handler whose value cannot be encoded. On a backend its side effect
+// happened and must not run again: the key keeps a marker and every retry
+// gets ErrUnencodable. In RunInTx everything rolls back, so each call runs
+// (and fails) again, and nothing is stored.
+func testUnencodable(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	g := h.caller(t, idem.Config{})
 	var sideEffects atomic.Int32
 	key := newKey()
 	for i := range 4 {
-		_, err := idem.Do(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (unencodable, error) {
+		_, err := call(ctx, g, req("alice", key, `{"budget":1}`), func(context.Context) (unencodable, error) {
 			sideEffects.Add(1)
 			return unencodable{Budget: 1}, nil
 		})
@@ -743,13 +914,20 @@ func testDoUnencodable(t *testing.T, h suite) {
 			t.Fatalf("call %d: %v, want ErrUnencodable (CONFIGURATION_ERROR, terminal)", i+1, err)
 		}
 	}
-	if n := sideEffects.Load(); n != 1 {
-		t.Fatalf("the side effect ran %d times over 4 calls, want 1", n)
+	want := int32(1)
+	if h.transactional() {
+		want = 4
+		if h.stored(t, backend.Ref{Principal: "alice", Key: key}) || h.committed(t, backend.Ref{Principal: "alice", Key: key}, 0) != 0 {
+			t.Fatal("RunInTx kept something of a run whose answer could not be encoded")
+		}
+	}
+	if n := sideEffects.Load(); n != want {
+		t.Fatalf("the handler ran %d times over 4 calls, want %d", n, want)
 	}
 	// A handler may say the same itself.
 	key2 := newKey()
 	for range 2 {
-		_, err := idem.Do(ctx, g, req("alice", key2, `{}`), func(context.Context) (answer, error) {
+		_, err := call(ctx, g, req("alice", key2, `{}`), func(context.Context) (answer, error) {
 			sideEffects.Add(1)
 			return answer{}, fmt.Errorf("rendering the answer: %w", idem.ErrUnencodable)
 		})
@@ -757,12 +935,18 @@ func testDoUnencodable(t *testing.T, h suite) {
 			t.Fatalf("handler returning ErrUnencodable: %v", err)
 		}
 	}
-	if n := sideEffects.Load(); n != 2 {
-		t.Fatalf("side effects = %d after a handler reported ErrUnencodable twice, want 2", n)
+	want++
+	if h.transactional() {
+		want++
 	}
-	// A different payload under the key is still a conflict.
-	if _, err := idem.Do(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle); !errors.Is(err, idem.ErrConflict) {
-		t.Fatalf("different payload: %v, want ErrConflict", err)
+	if n := sideEffects.Load(); n != want {
+		t.Fatalf("the handler ran %d times in all, want %d", n, want)
+	}
+	// A different payload under the key is a conflict where the key is
+	// kept, a fresh run where it is not.
+	_, err := call(ctx, g, req("alice", key, `{"budget":2}`), (&counter{}).handle)
+	if h.transactional() && err != nil || !h.transactional() && !errors.Is(err, idem.ErrConflict) {
+		t.Fatalf("different payload: %v", err)
 	}
 }
 
@@ -770,7 +954,7 @@ func testDoUnencodable(t *testing.T, h suite) {
 // lease, so a duplicate that arrives after the first lease would have ended
 // finds the key still in flight instead of running the work again. This
 // test runs on the backend's real clock.
-func testDoSlowHandler(t *testing.T, h suite) {
+func testSlowHandler(t *testing.T, h suite) {
 	ctx := context.Background()
 	g, err := idem.NewGuard(h.Backend, &idem.Config{
 		Lease: time.Second, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited,
@@ -817,30 +1001,30 @@ func testDoSlowHandler(t *testing.T, h suite) {
 
 // A context that has already ended is refused before anything is claimed:
 // the handler never runs and nothing blocks the key.
-func testDoEndedContext(t *testing.T, h suite) {
-	g := guard(t, h, idem.Config{})
+func testEndedContext(t *testing.T, h suite) {
+	g := h.caller(t, idem.Config{})
 	key := newKey()
 	cctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var c counter
-	if _, err := idem.Do(cctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, context.Canceled) {
+	if _, err := call(cctx, g, req("alice", key, `{}`), c.handle); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Do with an ended context: %v, want context.Canceled", err)
 	}
 	if c.runs.Load() != 0 {
 		t.Fatal("the handler ran with an ended context")
 	}
-	if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
-		t.Fatalf("a refused call left %+v", e)
+	if h.stored(t, backend.Ref{Principal: "alice", Key: key}) {
+		t.Fatal("a refused call left its key stored")
 	}
-	if res, err := idem.Do(context.Background(), g, req("alice", key, `{}`), c.handle); err != nil || res.Replayed || c.runs.Load() != 1 {
+	if res, err := call(context.Background(), g, req("alice", key, `{}`), c.handle); err != nil || res.Replayed || c.runs.Load() != 1 {
 		t.Fatalf("the next call: %+v, %v; want a fresh run", res, err)
 	}
 }
 
 // Operation names are validated like keys, before any backend sees them.
-func testDoMalformedOperation(t *testing.T, h suite) {
+func testMalformedOperation(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := guard(t, h, idem.Config{})
+	g := h.caller(t, idem.Config{})
 	var c counter
 	for name, op := range map[string]string{
 		"NUL byte":      "create\x00media_buy",
@@ -851,7 +1035,7 @@ func testDoMalformedOperation(t *testing.T, h suite) {
 		key := newKey()
 		r := req("alice", key, `{}`)
 		r.Operation = op
-		_, err := idem.Do(ctx, g, r, c.handle)
+		_, err := call(ctx, g, r, c.handle)
 		var e *idem.Error
 		if !errors.Is(err, idem.ErrInvalidOperation) || !errors.As(err, &e) || e.Code != idem.CodeInvalidRequest {
 			t.Fatalf("%s: %v, want ErrInvalidOperation (INVALID_REQUEST)", name, err)
@@ -859,8 +1043,8 @@ func testDoMalformedOperation(t *testing.T, h suite) {
 		if strings.Contains(err.Error(), op) {
 			t.Fatalf("%s: the error echoes the operation name", name)
 		}
-		if e := mustGet(t, h, backend.Ref{Principal: "alice", Key: key}); e != nil {
-			t.Fatalf("%s: stored %+v", name, e)
+		if h.stored(t, backend.Ref{Principal: "alice", Key: key}) {
+			t.Fatalf("%s: the key was stored", name)
 		}
 	}
 	if c.runs.Load() != 0 {
@@ -870,12 +1054,12 @@ func testDoMalformedOperation(t *testing.T, h suite) {
 
 // An answer stored under one type and replayed into an incompatible one
 // (the seller changed its response type) is its own error, never a rerun.
-func testDoUndecodable(t *testing.T, h suite) {
+func testUndecodable(t *testing.T, h suite) {
 	ctx := context.Background()
 	var observed []idem.Outcome
-	g := guard(t, h, idem.Config{Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) { observed = append(observed, o.Outcome) })})
+	g := h.caller(t, idem.Config{Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) { observed = append(observed, o.Outcome) })})
 	key := newKey()
-	if _, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
+	if _, err := call(ctx, g, req("alice", key, `{}`), func(context.Context) (answer, error) {
 		return answer{MediaBuyID: "mb_1", Run: 1}, nil
 	}); err != nil {
 		t.Fatal(err)
@@ -884,7 +1068,7 @@ func testDoUndecodable(t *testing.T, h suite) {
 		MediaBuyID int `json:"media_buy_id"` // was a string
 	}
 	ran := false
-	_, err := idem.Do(ctx, g, req("alice", key, `{}`), func(context.Context) (changed, error) { ran = true; return changed{}, nil })
+	_, err := call(ctx, g, req("alice", key, `{}`), func(context.Context) (changed, error) { ran = true; return changed{}, nil })
 	var e *idem.Error
 	if !errors.Is(err, idem.ErrUndecodable) || !errors.As(err, &e) || e.Code != idem.CodeConfigurationError {
 		t.Fatalf("replay into a changed type: %v, want ErrUndecodable (CONFIGURATION_ERROR)", err)

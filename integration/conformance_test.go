@@ -7,11 +7,18 @@ import (
 	"github.com/adcp-go/idempotency/idemtest"
 )
 
-// The shared backend conformance suite against Postgres (PostgresBackend,
-// which uses the same table as RunInTx).
+// The shared outcome suite against Postgres: PostgresBackend (the backend
+// steps and idem.Do), and idem.RunInTx, on the same table.
 func TestPostgresBackendConformance(t *testing.T) {
 	t.Parallel()
 	idemtest.Run(t, func(t *testing.T) idemtest.Harness {
 		return idemtest.Harness{Backend: &idem.PostgresBackend{DB: newSchema(t)}}
+	})
+}
+
+func TestRunInTxOutcomes(t *testing.T) {
+	t.Parallel()
+	idemtest.Run(t, func(t *testing.T) idemtest.Harness {
+		return idemtest.Harness{Tx: &idemtest.TxHarness{DB: newSchema(t)}}
 	})
 }
