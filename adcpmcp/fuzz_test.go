@@ -15,6 +15,7 @@ import (
 	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/idem/backend"
+	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/memstore"
 )
 
@@ -27,28 +28,11 @@ import (
 
 const fuzzKey = "0b4c1e9a-7d2f-4f65-9a8e-3c1d2b7e6f50"
 
-// countingBackend counts the claims and completions that reach the
-// backend.
-type countingBackend struct {
-	backend.Backend
-	claims, completes atomic.Int64
-}
-
-func (b *countingBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
-	b.claims.Add(1)
-	return b.Backend.Claim(ctx, c)
-}
-
-func (b *countingBackend) Complete(ctx context.Context, c backend.Completion) error {
-	b.completes.Add(1)
-	return b.Backend.Complete(ctx, c)
-}
-
 // rig is a Mutating handler on a fresh memstore, whose handler decodes
 // the arguments as the seller does and counts its runs.
 type rig struct {
 	store   *memstore.Store
-	backend *countingBackend
+	backend *idemtest.CountingBackend
 	handler mcp.ToolHandler
 	runs    atomic.Int64
 }
@@ -58,7 +42,7 @@ const fuzzPrincipal = "fuzzer"
 func newRig(t testing.TB) *rig {
 	r := &rig{store: memstore.New(&memstore.Options{SweepInterval: -1})}
 	t.Cleanup(func() { _ = r.store.Close() })
-	r.backend = &countingBackend{Backend: r.store}
+	r.backend = &idemtest.CountingBackend{Backend: r.store}
 	g, err := idem.NewGuard(r.backend, &idem.Config{Limiter: idem.Unlimited, MaxPayloadBytes: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -167,8 +151,8 @@ func FuzzMutatingArguments(f *testing.F) {
 			if _, err := idem.CanonicalJSONSHA256(args); err != nil {
 				t.Fatalf("arguments %q succeeded although they do not canonicalise: %v", args, err)
 			}
-			if r.runs.Load() != 1 || r.backend.completes.Load() != 1 || string(body["replayed"]) != "false" {
-				t.Fatalf("first call %s: %d runs, %d completions; want 1 and 1, replayed false", raw, r.runs.Load(), r.backend.completes.Load())
+			if r.runs.Load() != 1 || r.backend.Completions.Load() != 1 || string(body["replayed"]) != "false" {
+				t.Fatalf("first call %s: %d runs, %d completions; want 1 and 1, replayed false", raw, r.runs.Load(), r.backend.Completions.Load())
 			}
 			isError, again, raw2 := r.call(t, args)
 			if isError || string(again["replayed"]) != "true" || string(again["media_buy_id"]) != string(body["media_buy_id"]) || r.runs.Load() != 1 {
@@ -187,8 +171,8 @@ func FuzzMutatingArguments(f *testing.F) {
 		if f, _ := e["field"].(string); f != "" && f != "idempotency_key" {
 			t.Fatalf("adcp_error %v names field %q", e, f)
 		}
-		if r.runs.Load() != 0 || r.backend.completes.Load() != 0 {
-			t.Fatalf("arguments %q answered %s but ran the handler %d times and stored %d answers", args, raw, r.runs.Load(), r.backend.completes.Load())
+		if r.runs.Load() != 0 || r.backend.Completions.Load() != 0 {
+			t.Fatalf("arguments %q answered %s but ran the handler %d times and stored %d answers", args, raw, r.runs.Load(), r.backend.Completions.Load())
 		}
 		var key string
 		if m != nil && json.Unmarshal(m["idempotency_key"], &key) == nil && idem.ValidateKey(key) == nil {

@@ -10,25 +10,9 @@ import (
 	"testing"
 
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/idem/backend"
+	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/memstore"
 )
-
-// countingBackend counts every call that reaches the backend.
-type countingBackend struct {
-	backend.Backend
-	calls atomic.Int64
-}
-
-func (b *countingBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
-	b.calls.Add(1)
-	return b.Backend.Claim(ctx, c)
-}
-
-func (b *countingBackend) Complete(ctx context.Context, c backend.Completion) error {
-	b.calls.Add(1)
-	return b.Backend.Complete(ctx, c)
-}
 
 const validKey = "0b4c1e9a-7d2f-4f65-9a8e-3c1d2b7e6f50"
 
@@ -88,7 +72,7 @@ func hostileRequests() map[string]idem.Request {
 func TestHostileRequestsStoreNothing(t *testing.T) {
 	store := memstore.New(nil)
 	defer store.Close()
-	backend := &countingBackend{Backend: store}
+	backend := &idemtest.CountingBackend{Backend: store}
 	g, err := idem.NewGuard(backend, &idem.Config{Limiter: idem.Unlimited})
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +97,8 @@ func TestHostileRequestsStoreNothing(t *testing.T) {
 			}
 		})
 	}
-	if runs != 0 || backend.calls.Load() != 0 {
-		t.Fatalf("hostile requests ran the handler %d times and reached the backend %d times; want 0 and 0", runs, backend.calls.Load())
+	if runs != 0 || backend.Calls() != 0 {
+		t.Fatalf("hostile requests ran the handler %d times and reached the backend %d times; want 0 and 0", runs, backend.Calls())
 	}
 }
 

@@ -62,27 +62,11 @@ type TxHarness struct {
 // suite is a Harness with the suite's clock.
 type suite struct {
 	Harness
-	clock *clock
+	clock *Clock
 }
 
-// clock is the suite's test clock; it moves only when told to.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Advance moves the clock forward by d.
-func (h suite) Advance(d time.Duration) {
-	h.clock.mu.Lock()
-	h.clock.t = h.clock.t.Add(d)
-	h.clock.mu.Unlock()
-}
+// Advance moves the suite's clock forward by d.
+func (h suite) Advance(d time.Duration) { h.clock.Advance(d) }
 
 // at is the instant to pass to the backend.
 func (h suite) at() time.Time { return h.clock.Now() }
@@ -101,8 +85,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 				t.Fatalf("idemtest: creating idemtest_work: %v", err)
 			}
 		}
-		// Millisecond precision, as every backend keeps it.
-		return suite{Harness: h, clock: &clock{t: time.Now().UTC().Truncate(time.Millisecond)}}
+		return suite{Harness: h, clock: NewClock(time.Now())}
 	}
 	// Each test runs on a backend (backend), through idem.Do (guard), or
 	// through either idem.Do or idem.RunInTx (both).

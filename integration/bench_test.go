@@ -58,12 +58,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/adcp-go/idempotency/db"
 	"github.com/adcp-go/idempotency/idem"
-	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/migrations"
 )
 
@@ -445,28 +442,8 @@ func runInTxMiss(d *benchDB, s *idem.Store) benchOp {
 // BEGIN, the one-statement claim (IdempotencyKeyClaim), the handler's
 // INSERT, the complete UPDATE and COMMIT: 5 round trips against 3.
 //
-// The impl=sketch-* variants are not the library: they are prototypes of
-// the optimisations still open in docs/BENCHMARKS.md, to measure what those
-// would gain:
-//
-//   - sketch-pipelined: the library's own claim and complete statements
-//     (captured from the generated queries, see libSQL), with BEGIN sent in
-//     the claim's batch and COMMIT in the completion's batch (3 round
-//     trips, as many as plain-tx). It needs the library to drive
-//     BEGIN/COMMIT itself on an acquired connection.
-//
-// impl=sketch-lock-* sketch another design: no claim row. The transaction
-// takes a transaction-level advisory lock on a hash of (principal, key),
-// which serialises retries as the uncommitted claim row does, reads the
-// row, and after the handler inserts the completed row once (one heap tuple
-// and two index entries, where claim + complete write a tuple, two index
-// entries, a speculative-insertion confirmation and a second, HOT, tuple):
-//
-//   - sketch-lock-batched: BEGIN; batch {set lock_timeout, lock, read,
-//     restore}; handler; INSERT; COMMIT (5 round trips, as many as RunInTx,
-//     with RunInTx's API);
-//   - sketch-lock-pipelined: BEGIN in the first batch, COMMIT with the
-//     INSERT (3 round trips, as many as plain-tx).
+// After the library, the sub-benchmarks of missPrototypes run: designs
+// that are not the library (prototypes_test.go says what each is).
 func BenchmarkPostgresMiss(b *testing.B) {
 	d := benchSchema(b, "miss", nil)
 	s := newStore(b, nil)
@@ -474,9 +451,9 @@ func BenchmarkPostgresMiss(b *testing.B) {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=plain-tx", c), func(b *testing.B) { measure(b, d, c, plainTxMiss(d)) })
 			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s)) })
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-pipelined", c), func(b *testing.B) { measure(b, d, c, sketchPipelinedMiss(d)) })
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-lock-batched", c), func(b *testing.B) { measure(b, d, c, sketchLockMiss(d, false)) })
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-lock-pipelined", c), func(b *testing.B) { measure(b, d, c, sketchLockMiss(d, true)) })
+			for _, p := range missPrototypes {
+				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
+			}
 		}
 	}
 }
@@ -512,11 +489,7 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 // RunInTx sends BEGIN, the claim (which finds the row and returns it) and
 // ROLLBACK: 3 round trips, as many as select-tx.
 //
-// As in BenchmarkPostgresMiss, impl=sketch-* are prototypes, not the library:
-//
-//   - sketch-preread: the read alone, outside a transaction, answering a
-//     completed key at once (1 round trip); a miss would pay it on top of
-//     the claim.
+// After the library, the sub-benchmarks of replayPrototypes run.
 func BenchmarkPostgresReplay(b *testing.B) {
 	d := benchSchema(b, "replay", replaySetup)
 	s := newStore(b, nil)
@@ -553,249 +526,10 @@ func BenchmarkPostgresReplay(b *testing.B) {
 					return err
 				})
 			})
-			b.Run(fmt.Sprintf("c=%d/impl=sketch-preread", c), func(b *testing.B) {
-				measure(b, d, c, sketchPrereadReplay(d))
-			})
-		}
-	}
-}
-
-// The sketches' own SQL (the advisory-lock design and the pre-read): the
-// previous lock_timeout is kept in a custom setting, so that the restore can
-// be sent in the same batch as the rest, before its value is known to the
-// client.
-const (
-	sketchSetLockTimeout = `SELECT set_config('idem.previous_lock_timeout', current_setting('lock_timeout'), true),
-		set_config('lock_timeout', $1::text, true)`
-	sketchRestoreLockTimeout = `SELECT set_config('lock_timeout', current_setting('idem.previous_lock_timeout'), true)`
-	sketchGet                = `SELECT operation, request_hash, response, owner_token, created_at, expires_at, now()
-		FROM idempotency_keys WHERE principal_id = $1 AND key = $2`
-)
-
-type sketchRow struct {
-	operation string
-	hash      []byte
-	response  []byte
-	owner     *string
-	created   time.Time
-	expires   time.Time
-	now       time.Time
-}
-
-// captureDBTX is a db.DBTX that sends nothing: it keeps the SQL and the
-// arguments of the one statement a generated query method would send, so
-// that a sketch can queue the library's own statements in a pgx.Batch.
-type captureDBTX struct {
-	sql  string
-	args []any
-}
-
-var errCaptured = errors.New("captured, not sent")
-
-func (c *captureDBTX) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	c.sql, c.args = sql, args
-	return pgconn.CommandTag{}, errCaptured
-}
-
-func (c *captureDBTX) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
-	c.sql, c.args = sql, args
-	return nil, errCaptured
-}
-
-func (c *captureDBTX) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
-	c.sql, c.args = sql, args
-	return capturedRow{}
-}
-
-type capturedRow struct{}
-
-func (capturedRow) Scan(...any) error { return errCaptured }
-
-// libSQL returns the SQL and arguments that call sends through its DBTX.
-func libSQL(call func(db.DBTX)) (string, []any) {
-	var c captureDBTX
-	call(&c)
-	return c.sql, c.args
-}
-
-var sketchOwnerSeq atomic.Int64
-
-func sketchOwner() string {
-	return "owner-" + benchRun + "-" + strconv.FormatInt(sketchOwnerSeq.Add(1), 10)
-}
-
-// sketchPipelinedMiss is RunInTx's miss path with its own statements
-// (IdempotencyKeyClaim with the store's defaults: lock_timeout 5000ms,
-// expiry 24 h; IdempotencyKeyComplete without a TTL, as RunInTx calls it)
-// but BEGIN sent with the claim and COMMIT with the complete: 3 round trips.
-// The complete's row count cannot be looked at before the COMMIT in the same
-// batch, so a division by zero aborts the transaction if the claimed row
-// is not there.
-func sketchPipelinedMiss(d *benchDB) benchOp {
-	q := db.New()
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i), benchMissKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		conn, err := d.pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		owner := sketchOwner()
-		claimSQL, claimArgs := libSQL(func(tx db.DBTX) {
-			_, _ = q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
-				PrincipalID: p, Key: key, Operation: "create_media_buy", RequestHash: hash[:], OwnerToken: owner,
-				ExpiresMs: int64(24 * time.Hour / time.Millisecond), LockTimeout: "5000ms",
-			})
-		})
-		var claimed bool
-		batch := &pgx.Batch{}
-		batch.Queue("BEGIN")
-		batch.Queue(claimSQL, claimArgs...).QueryRow(func(r pgx.Row) error {
-			var op string
-			var h, resp []byte
-			var expires, now time.Time
-			return r.Scan(&claimed, &op, &h, &resp, &expires, &now)
-		})
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		if !claimed {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return errors.New("a fresh key was not claimed")
-		}
-		v := buy{Budget: 5000}
-		if err := conn.QueryRow(ctx, insertBuySQL, p, 5000).Scan(&v.MediaBuyID); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		completeSQL, completeArgs := libSQL(func(tx db.DBTX) {
-			_, _ = q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-				Response: body, PrincipalID: p, Key: key, OwnerToken: owner,
-			})
-		})
-		batch = &pgx.Batch{}
-		batch.Queue(`WITH u AS (`+completeSQL+` RETURNING 1) SELECT 1 / count(*) FROM u`, completeArgs...)
-		batch.Queue("COMMIT")
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		return nil
-	}
-}
-
-const (
-	// Two differently seeded 64-bit hashes, so that (a, b) and (b, a) differ;
-	// a collision only makes two keys wait for each other.
-	sketchLock            = `SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0) # hashtextextended($2::text, 8785))`
-	sketchInsertCompleted = `INSERT INTO idempotency_keys (principal_id, key, operation, request_hash, response, created_at, expires_at)
-		VALUES ($1, $2, $3, $4, $5, now(), now() + $6::bigint * interval '1 millisecond')`
-)
-
-// sketchLockMiss is the advisory-lock design on a fresh key, in a pgx.Tx
-// (pipelined=false) or with BEGIN and COMMIT sent in the batches.
-func sketchLockMiss(d *benchDB, pipelined bool) benchOp {
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i), benchMissKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		conn, err := d.pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		batch := &pgx.Batch{}
-		var tx pgx.Tx
-		if pipelined {
-			batch.Queue("BEGIN")
-		} else {
-			if tx, err = conn.Begin(ctx); err != nil {
-				return err
+			for _, p := range replayPrototypes {
+				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
 			}
-			defer tx.Rollback(ctx)
 		}
-		abort := func(err error) error {
-			if pipelined {
-				_, _ = conn.Exec(ctx, "ROLLBACK")
-			}
-			return err
-		}
-		var found bool
-		batch.Queue(sketchSetLockTimeout, "5000ms")
-		batch.Queue(sketchLock, p, key)
-		batch.Queue(sketchGet, p, key).QueryRow(func(r pgx.Row) error {
-			var row sketchRow
-			err := r.Scan(&row.operation, &row.hash, &row.response, &row.owner, &row.created, &row.expires, &row.now)
-			found = err == nil
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			return err
-		})
-		batch.Queue(sketchRestoreLockTimeout)
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			return abort(err)
-		}
-		if found {
-			return abort(errors.New("a fresh key has a row"))
-		}
-		v := buy{Budget: 5000}
-		if err := conn.QueryRow(ctx, insertBuySQL, p, 5000).Scan(&v.MediaBuyID); err != nil {
-			return abort(err)
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return abort(err)
-		}
-		ttl := int64(24 * time.Hour / time.Millisecond)
-		if !pipelined {
-			if _, err := tx.Exec(ctx, sketchInsertCompleted, p, key, "create_media_buy", hash[:], body, ttl); err != nil {
-				return err
-			}
-			return tx.Commit(ctx)
-		}
-		batch = &pgx.Batch{}
-		batch.Queue(sketchInsertCompleted, p, key, "create_media_buy", hash[:], body, ttl)
-		batch.Queue("COMMIT")
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			return abort(err)
-		}
-		return nil
-	}
-}
-
-func sketchCheckReplay(row *sketchRow, hash backend.Hash) error {
-	if row == nil || row.response == nil || string(row.hash) != string(hash[:]) || row.operation != "create_media_buy" {
-		return errors.New("not a replay")
-	}
-	var v buy
-	return json.Unmarshal(row.response, &v)
-}
-
-func sketchPrereadReplay(d *benchDB) benchOp {
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i%replayKeys), replayKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		var row sketchRow
-		if err := d.pool.QueryRow(ctx, sketchGet, p, key).Scan(&row.operation, &row.hash, &row.response, &row.owner,
-			&row.created, &row.expires, &row.now); err != nil {
-			return err
-		}
-		return sketchCheckReplay(&row, hash)
 	}
 }
 
@@ -927,14 +661,8 @@ var sweepRound atomic.Int64
 // deleted, then runs VACUUM ANALYZE, before anything is timed. Use
 // -benchtime 1x: one sweep is one run.
 //
-//   - sweep=Store.Sweep is the library, as it is: batch after batch;
-//   - sweep=sketch-pause-20ms is a sketch, not the library: the same batches
-//     through PostgresBackend.Sweep (one batch per call), with a 20 ms pause
-//     between them, to measure what a pause option would change;
-//   - sweep=sketch-ctid is a sketch of another statement: it deletes the
-//     rows it locked by ctid, where the library's statement joins them back
-//     through the primary key (one random index descent per row; see the
-//     plan that explainSweep prints).
+// sweep=Store.Sweep is the library, as it is: batch after batch; the
+// sweepPrototypes follow it (prototypes_test.go).
 func BenchmarkPostgresSweep(b *testing.B) {
 	total := benchRows("IDEM_BENCH_SWEEP_ROWS", []int64{1_000_000})[0]
 	d := benchSchema(b, "sweep", func(ctx context.Context, pool *pgxpool.Pool) error {
@@ -944,7 +672,6 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		return explainSweep(ctx, pool)
 	})
 	s := newStore(b, nil)
-	pgBackend := &idem.PostgresBackend{DB: d.pool}
 	ctx := context.Background()
 	batches := func(batch func(context.Context) (int64, error), pause time.Duration) func(context.Context) (int64, error) {
 		return func(ctx context.Context) (int64, error) {
@@ -964,14 +691,12 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		sweep func(context.Context) (int64, error)
 	}{
 		{"Store.Sweep", func(ctx context.Context) (int64, error) { n, err := s.Sweep(ctx, d.pool); return int64(n), err }},
-		{"sketch-pause-20ms", batches(func(ctx context.Context) (int64, error) {
-			n, err := pgBackend.Sweep(ctx, backend.SweepRequest{Retention: 24 * time.Hour, Limit: 1000})
-			return int64(n), err
-		}, 20*time.Millisecond)},
-		{"sketch-ctid", batches(func(ctx context.Context) (int64, error) {
-			tag, err := d.pool.Exec(ctx, sketchSweepByCtid, int64(24*time.Hour/time.Millisecond), 1000)
-			return tag.RowsAffected(), err
-		}, 0)},
+	}
+	for _, p := range sweepPrototypes {
+		sweeps = append(sweeps, struct {
+			name  string
+			sweep func(context.Context) (int64, error)
+		}{p.name, batches(p.batch(d), p.pause)})
 	}
 	for _, sw := range sweeps {
 		b.Run("sweep="+sw.name, func(b *testing.B) {
@@ -998,16 +723,6 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		})
 	}
 }
-
-// sketchSweepByCtid is the sweep statement deleting the rows it locked by
-// their ctid (stable while they are locked) instead of joining them back
-// through the primary key.
-const sketchSweepByCtid = `DELETE FROM idempotency_keys
-	WHERE ctid = ANY (ARRAY(
-	    SELECT ctid FROM idempotency_keys
-	    WHERE expires_at < now() - $1::bigint * interval '1 millisecond'
-	    ORDER BY expires_at LIMIT $2::int
-	    FOR UPDATE SKIP LOCKED))`
 
 // explainSweep prints the plans of one sweep batch, the library's
 // statement and sketchSweepByCtid, each run and rolled back.
@@ -1143,7 +858,13 @@ func BenchmarkPostgresWALRecords(b *testing.B) {
 			}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
 			return err
 		}},
-		{"sketch-lock-pipelined miss (advisory lock, one completed-row insert)", 1, sketchLockMiss(d, true)},
+	}
+	for _, p := range walPrototypes {
+		paths = append(paths, struct {
+			name string
+			c    int
+			op   benchOp
+		}{p.name, 1, p.op(d)})
 	}
 	calls := func(c, n int, op benchOp) {
 		var next atomic.Int64

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -170,64 +168,10 @@ func runChaosChild(raw string) {
 	os.Exit(3)
 }
 
-// child is a running crash-test child.
-type child struct {
-	cmd    *exec.Cmd
-	lines  chan string
-	seen   []string
-	stderr bytes.Buffer
-}
-
-func startChild(spec chaosSpec) (*child, error) {
+// startChaosChild runs this test binary as a crash-matrix child with spec.
+func startChaosChild(spec chaosSpec) (*child, error) {
 	raw, _ := json.Marshal(spec)
-	c := &child{lines: make(chan string, 256)}
-	c.cmd = exec.Command(os.Args[0], "-test.run=^$")
-	c.cmd.Env = append(os.Environ(), chaosChildEnv+"="+string(raw))
-	c.cmd.Stderr = &c.stderr
-	out, err := c.cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := c.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		defer close(c.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-	}()
-	return c, nil
-}
-
-// waitLine reads the child's lines until one starts with prefix.
-func (c *child) waitLine(prefix string, timeout time.Duration) (string, error) {
-	deadline := time.After(timeout)
-	for {
-		select {
-		case line, ok := <-c.lines:
-			if !ok {
-				return "", fmt.Errorf("child exited before printing %q; it printed %q; stderr: %s", prefix, c.seen, c.stderr.String())
-			}
-			c.seen = append(c.seen, line)
-			if strings.HasPrefix(line, prefix) {
-				return line, nil
-			}
-		case <-deadline:
-			return "", fmt.Errorf("child did not print %q within %v; it printed %q", prefix, timeout, c.seen)
-		}
-	}
-}
-
-// kill sends SIGKILL, reaps the child and returns every line it printed.
-func (c *child) kill() []string {
-	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
-	for line := range c.lines {
-		c.seen = append(c.seen, line)
-	}
-	return c.seen
+	return startChild(selfCommand(chaosChildEnv, string(raw)))
 }
 
 // reached is the last crash point the child passed, as an index into
@@ -309,7 +253,7 @@ func TestReliabilityCrashMatrix(t *testing.T) {
 	runJobs(t, 2, jobs, func(_ int, j job) error {
 		key := fmt.Sprintf("crash-%s-%03d-%s", j.point.name, j.i, randomID(4))
 		budget := 1000 + j.i
-		c, err := startChild(chaosSpec{Mode: "runintx", DB: dsn, Principal: "alice", Key: key, Budget: budget, Point: j.point.name, PauseMs: 2 * killJitterMs})
+		c, err := startChaosChild(chaosSpec{Mode: "runintx", DB: dsn, Principal: "alice", Key: key, Budget: budget, Point: j.point.name, PauseMs: 2 * killJitterMs})
 		if err != nil {
 			return err
 		}
@@ -537,7 +481,7 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 		key := fmt.Sprintf("outbox-%s-%03d-%s", j.point.name, j.i, randomID(4))
 		path := "/op-" + key
 		app := "chaos-" + randomID(6) // names the child's sessions in pg_stat_activity
-		c, err := startChild(chaosSpec{Mode: "seller", DB: dsn + "&application_name=" + app, Point: j.point.name, PauseMs: 2 * killJitterMs,
+		c, err := startChaosChild(chaosSpec{Mode: "seller", DB: dsn + "&application_name=" + app, Point: j.point.name, PauseMs: 2 * killJitterMs,
 			Tokens: map[string]string{sellertest.Token: sellertest.Principal}})
 		if err != nil {
 			return err

@@ -15,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	dockerclient "github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
-	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/migrations"
 )
 
@@ -146,7 +146,7 @@ func TestReliabilityTerminateBackendGuard(t *testing.T) {
 	ctx := context.Background()
 	pool := newSchema(t)
 	faulty := terminatingPool(t, pool.Config().ConnString(), pool)
-	clock := &fakeClock{t: time.Now().UTC()}
+	clock := idemtest.NewClock(time.Now().UTC())
 	const lease = time.Minute
 	g, err := idem.NewGuard(&idem.PostgresBackend{DB: faulty}, &idem.Config{Now: clock.Now,
 		Limiter: idem.Unlimited, Lease: lease, Duplicates: idem.RejectInFlight,
@@ -201,7 +201,7 @@ func TestReliabilityTerminateBackendGuard(t *testing.T) {
 				if !errors.Is(err, idem.ErrInFlight) {
 					t.Fatalf("retry within the lease: %+v, %v; want ErrInFlight", again, err)
 				}
-				clock.Add(lease + time.Second)
+				clock.Advance(lease + time.Second)
 				again, err = idem.Do(ctx, g, req, handler)
 				if err != nil || again.Replayed || runs.Load() != tc.runsBefore+1 {
 					t.Fatalf("retry past the lease: %+v, %v after %d runs; want run %d", again, err, runs.Load(), tc.runsBefore+1)
@@ -477,19 +477,7 @@ func TestReliabilityPostgresRestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	cycles := knob("RESTARTS", 1, 5)
-	image := envOr("IDEM_TEST_POSTGRES_IMAGE", "postgres:17-alpine")
-	c, err := tcpostgres.Run(ctx, image, tcpostgres.WithDatabase("idem"), tcpostgres.WithUsername("idem"),
-		tcpostgres.WithPassword("idem"), tcpostgres.BasicWaitStrategies())
-	t.Cleanup(func() {
-		if c != nil {
-			if err := testcontainers.TerminateContainer(c); err != nil {
-				t.Logf("terminating the restart test's Postgres: %v", err)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := scratchPostgres(t)
 	docker, err := testcontainers.NewDockerClientWithOpts(ctx)
 	if err != nil {
 		t.Fatal(err)

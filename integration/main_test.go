@@ -5,17 +5,14 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"fmt"
 	"log"
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
 
 	"github.com/adcp-go/idempotency/migrations"
@@ -70,31 +67,9 @@ func startPostgres(ctx context.Context) (string, func(), error) {
 		log.Printf("integration: using TEST_DATABASE_URL")
 		return url, nil, nil
 	}
-	image := envOr("IDEM_TEST_POSTGRES_IMAGE", "postgres:17-alpine")
-	start := time.Now()
-	c, err := tcpostgres.Run(ctx, image,
-		tcpostgres.WithDatabase("idem"),
-		tcpostgres.WithUsername("idem"),
-		tcpostgres.WithPassword("idem"),
-		tcpostgres.BasicWaitStrategies(),
-	)
-	stop := func() {
-		if c != nil {
-			if err := testcontainers.TerminateContainer(c); err != nil {
-				log.Printf("integration: terminating Postgres: %v", err)
-			}
-		}
-	}
-	if err != nil {
-		return "", stop, fmt.Errorf("starting %s: %w", image, err)
-	}
-	url, err := c.ConnectionString(ctx, "sslmode=disable")
-	if err != nil {
-		return "", stop, err
-	}
+	c, url, err := runPostgres(ctx)
 	postgresContainer = c
-	log.Printf("integration: Postgres container %s (%s) ready in %v", c.GetContainerID()[:12], image, time.Since(start).Round(time.Millisecond))
-	return url, stop, nil
+	return url, func() { stopContainer(c, "Postgres") }, err
 }
 
 // postgresContainer is set when the tests started their own server, so that

@@ -124,7 +124,7 @@ type bouncer struct {
 	dbName string
 	direct *pgxpool.Pool // straight to Postgres, that database: setup and checks
 	url    string        // the same database through PgBouncer
-	log    *bouncerLog   // PgBouncer's output
+	log    *syncBuffer   // PgBouncer's output
 }
 
 // newBouncer creates a database with the migrations and the business table
@@ -133,7 +133,7 @@ type bouncer struct {
 func newBouncer(t *testing.T) *bouncer {
 	t.Helper()
 	ctx := context.Background()
-	b := &bouncer{bin: requirePgbouncer(t), dbName: "pgb_" + randomID(6), log: &bouncerLog{}}
+	b := &bouncer{bin: requirePgbouncer(t), dbName: "pgb_" + randomID(6), log: &syncBuffer{}}
 
 	base, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
@@ -779,19 +779,3 @@ func testThroughPgBouncer(t *testing.T, mode pgx.QueryExecMode) {
 		}
 	})
 }
-
-// bouncerLog collects PgBouncer's output; the test reads it while the
-// process may still write.
-type bouncerLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *bouncerLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *bouncerLog) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-func (l *bouncerLog) Reset()         { l.mu.Lock(); l.b.Reset(); l.mu.Unlock() }

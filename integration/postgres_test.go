@@ -1,14 +1,12 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +17,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/migrations"
 )
 
@@ -111,38 +110,29 @@ func TestRunInTxLockWaitGivesInFlight(t *testing.T) {
 	}
 }
 
-// fakeClock is a test clock for Config.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 func TestRunInTxExpiryTombstoneAndSweep(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newSchema(t)
-	clock := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clock := idemtest.NewClock(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
 	s := newStore(t, &idem.Config{TTL: time.Hour, TombstoneRetention: 2 * time.Hour, Now: clock.Now})
 	key := newKey()
 	if _, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000)); err != nil {
 		t.Fatal(err)
 	}
 	other := newKey() // a second key, an hour younger
-	clock.Add(time.Hour)
+	clock.Advance(time.Hour)
 	if _, err := idem.RunInTx(ctx, s, pool, request("alice", other, payload), createBuy("alice", 5000)); err != nil {
 		t.Fatal(err)
 	}
 
 	// Within TTL + 60 s skew: still a replay.
-	clock.Add(59 * time.Second)
+	clock.Advance(59 * time.Second)
 	if res, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), createBuy("alice", 5000)); err != nil || !res.Replayed {
 		t.Fatalf("at TTL+59s: %+v, %v; want a replay", res, err)
 	}
 	// Past it: EXPIRED, for the same payload and for another.
-	clock.Add(2 * time.Second)
+	clock.Advance(2 * time.Second)
 	for _, p := range []string{payload, `{"different":true}`} {
 		_, err := idem.RunInTx(ctx, s, pool, request("alice", key, p), createBuy("alice", 5000))
 		if !errors.Is(err, idem.ErrExpired) {
@@ -157,13 +147,13 @@ func TestRunInTxExpiryTombstoneAndSweep(t *testing.T) {
 		t.Fatalf("sweep within retention deleted %d (%v), want 0", n, err)
 	}
 	// Past TTL + retention the key is free: a new execution, no sweep needed.
-	clock.Add(2 * time.Hour)
+	clock.Advance(2 * time.Hour)
 	res, err := idem.RunInTx(ctx, s, pool, request("alice", key, `{"different":true}`), createBuy("alice", 7))
 	if err != nil || res.Replayed {
 		t.Fatalf("past retention: %+v, %v; want a fresh execution", res, err)
 	}
 	// The younger key is now past retention too; the re-used key is fresh.
-	clock.Add(time.Hour + time.Minute)
+	clock.Advance(time.Hour + time.Minute)
 	n, err := s.Sweep(ctx, pool)
 	if err != nil || n != 1 {
 		t.Fatalf("sweep deleted %d (%v), want 1", n, err)
@@ -177,14 +167,14 @@ func TestSweepWorksInBatches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := newSchema(t)
-	clock := &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+	clock := idemtest.NewClock(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
 	s := newStore(t, &idem.Config{TTL: time.Hour, TombstoneRetention: time.Hour, SweepBatch: 7, Now: clock.Now})
 	for i := range 50 {
 		if _, err := idem.RunInTx(ctx, s, pool, request(fmt.Sprint("p", i%3), newKey(), `{}`), createBuy("x", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	clock.Add(2*time.Hour + time.Second)
+	clock.Advance(2*time.Hour + time.Second)
 	n, err := s.Sweep(ctx, pool)
 	if err != nil || n != 50 {
 		t.Fatalf("sweep deleted %d (%v), want 50", n, err)
@@ -394,26 +384,16 @@ func TestRunInTxCrashBeforeCommitLeavesNothing(t *testing.T) {
 	key := newKey()
 	spec, _ := json.Marshal(map[string]string{"URL": pool.Config().ConnString(), "Principal": "alice", "Key": key})
 
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	c, err := startChild(selfCommand(childEnv, string(spec)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if _, err := c.waitLine("WROTE", time.Minute); err != nil {
+		c.kill()
 		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "WROTE\n" {
-		_ = cmd.Process.Kill()
-		t.Fatalf("child said %q (%v)", line, err)
 	}
 	// The claim and the business row are written, not committed.
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	c.kill()
 
 	// The retry waits for the dead session's transaction to be rolled back,
 	// then runs the work: exactly once overall.

@@ -1,15 +1,11 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"log"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,7 +13,6 @@ import (
 	dockerclient "github.com/moby/moby/client"
 	"github.com/redis/go-redis/v9"
 	"github.com/testcontainers/testcontainers-go"
-	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
 
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/idem/backend"
@@ -27,36 +22,13 @@ import (
 
 // redisURL is the Redis every test shares (each with key prefixes of its
 // own); empty when TestMain could not start one. Tests that stop or
-// reconfigure Redis start a server of their own (startScratchRedis).
+// reconfigure Redis start a server of their own (scratchRedis).
 var redisURL string
 
 // startRedis starts the shared Redis container, once, from TestMain.
 func startRedis(ctx context.Context) (string, func(), error) {
-	start := time.Now()
 	c, url, err := runRedis(ctx)
-	stop := func() {
-		if c != nil {
-			if err := testcontainers.TerminateContainer(c); err != nil {
-				log.Printf("integration: terminating Redis: %v", err)
-			}
-		}
-	}
-	if err != nil {
-		return "", stop, err
-	}
-	log.Printf("integration: Redis container %s (%s) ready in %v", c.GetContainerID()[:12], redisImage(), time.Since(start).Round(time.Millisecond))
-	return url, stop, nil
-}
-
-func redisImage() string { return envOr("IDEM_TEST_REDIS_IMAGE", "redis:7-alpine") }
-
-func runRedis(ctx context.Context) (*tcredis.RedisContainer, string, error) {
-	c, err := tcredis.Run(ctx, redisImage())
-	if err != nil {
-		return c, "", fmt.Errorf("starting %s: %w", redisImage(), err)
-	}
-	url, err := c.ConnectionString(ctx)
-	return c, url, err
+	return url, func() { stopContainer(c, "Redis") }, err
 }
 
 // needRedis skips t, loudly, when TestMain found no Redis (which fails the
@@ -66,25 +38,6 @@ func needRedis(t *testing.T) {
 	if redisURL == "" {
 		t.Skip("no Redis: see the integration: SKIP line of TestMain")
 	}
-}
-
-// startScratchRedis starts a Redis of t's own, for tests that pause it or
-// change its configuration, and terminates it when t ends.
-func startScratchRedis(t *testing.T) (*tcredis.RedisContainer, string) {
-	t.Helper()
-	needRedis(t)
-	c, url, err := runRedis(context.Background())
-	t.Cleanup(func() {
-		if c != nil {
-			if err := testcontainers.TerminateContainer(c); err != nil {
-				t.Logf("terminating Redis: %v", err)
-			}
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, url
 }
 
 // newRedisClient connects to url; tweak, if not nil, adjusts the options.
@@ -269,7 +222,7 @@ func TestRedisSweepKeepsToItsPrefix(t *testing.T) {
 // read (CONFIG not permitted, as on managed Redis) is logged as unchecked.
 func TestRedisMaxmemoryPolicyCheck(t *testing.T) {
 	t.Parallel()
-	_, url := startScratchRedis(t)
+	_, url := scratchRedis(t)
 	ctx := context.Background()
 	admin := newRedisClient(t, url, nil)
 	var logs syncBuffer
@@ -320,19 +273,6 @@ func TestRedisMaxmemoryPolicyCheck(t *testing.T) {
 	t.Logf("CONFIG not permitted: %s", strings.TrimSpace(logs.String()))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-func (b *syncBuffer) Reset()         { b.mu.Lock(); b.b.Reset(); b.mu.Unlock() }
-
 // The fault test: Redis stops answering (docker pause) in the middle of a
 // request. The request fails with a storage error and reports nothing as
 // done; once Redis is back the key behaves: a replay of the run that
@@ -343,7 +283,7 @@ func (b *syncBuffer) Reset()         { b.mu.Lock(); b.b.Reset(); b.mu.Unlock() }
 // client timeouts apply; and on a Redis of its own, so that pausing it
 // stalls no other test.
 func TestRedisUnreachableMidRequest(t *testing.T) {
-	c, url := startScratchRedis(t)
+	c, url := scratchRedis(t)
 	ctx := context.Background()
 	client := newRedisClient(t, url, func(o *redis.Options) {
 		// Short timeouts, no resends: a request against a paused Redis
@@ -351,7 +291,7 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = time.Second, 500*time.Millisecond, 500*time.Millisecond, time.Second
 		o.MaxRetries = -1
 	})
-	clock := &fakeClock{t: time.Now().UTC()}
+	clock := idemtest.NewClock(time.Now().UTC())
 	store := newRedisStore(t, client, "fault")
 	const lease = 2 * time.Minute
 	g, err := idem.NewGuard(store, &idem.Config{Lease: lease, Duplicates: idem.RejectInFlight, Limiter: idem.Unlimited, Now: clock.Now})
@@ -417,7 +357,7 @@ func TestRedisUnreachableMidRequest(t *testing.T) {
 				t.Fatalf("IN_FLIGHT, but the entry is %+v, %v", e, gerr)
 			}
 			t.Logf("after the outage: the claim holds the key (IN_FLIGHT, retry_after %ds) until its lease ends", idem.Wire(err).RetryAfter)
-			clock.Add(lease + time.Second)
+			clock.Advance(lease + time.Second)
 			if res, err = idem.Do(ctx, g, req, handler); err != nil || res.Replayed || res.Value.MediaBuyID != ranBefore+1 {
 				t.Fatalf("retry past the lease = %+v, %v; want run %d", res, err, ranBefore+1)
 			}

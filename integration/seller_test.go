@@ -1,10 +1,8 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -67,30 +65,24 @@ var buildSeller = sync.OnceValues(func() (string, error) {
 var servingLine = regexp.MustCompile(`serving MCP at (http://\S+)`)
 
 // sellerProcess starts the real command on a free loopback port and returns
-// its MCP URL.
-func sellerProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
+// it with its MCP URL; it is killed when t ends.
+func sellerProcess(t *testing.T, args ...string) (*child, string) {
 	t.Helper()
 	bin, err := buildSeller()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	c, err := startChild(exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
+	t.Cleanup(func() { c.kill() })
+	line, err := c.waitLine("adcp-seller: serving", time.Minute)
 	m := servingLine.FindStringSubmatch(line)
 	if err != nil || m == nil {
 		t.Fatalf("seller printed %q (%v)", line, err)
 	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
-	return cmd, m[1]
+	return c, m[1]
 }
 
 // A seller killed after a media buy committed but before its webhook was
@@ -119,10 +111,7 @@ func TestSellerDeliversWebhookAfterCrash(t *testing.T) {
 		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox
 			WHERE attempts > 0 AND delivered_at IS NULL AND lease_until IS NULL`) == 1
 	})
-	if err := first.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = first.Wait()
+	first.kill()
 	if n := len(receiver.Deliveries(hook)); n != 0 {
 		t.Fatalf("%d deliveries before the restart", n)
 	}
