@@ -22,9 +22,10 @@
 //
 // # Other storage: Guard, Do and Wrap
 //
-// A [Guard] runs any handler idempotently on a [Backend] that cannot commit
+// A [Guard] runs any handler idempotently on a backend that cannot commit
 // with the business data (package memstore in process, package redisstore,
-// or [PostgresBackend]). There, a claim is a lease owned by a token, and the
+// or [PostgresBackend]; package idem/backend is the interface, for people
+// who write one). There, a claim is a lease owned by a token, and the
 // business write and the stored answer are two steps: see the package
 // documentation of each backend for what a crash between them does.
 //

@@ -11,7 +11,7 @@ import (
 	"github.com/adcp-go/idempotency/idem/backend"
 )
 
-// Guard runs handlers idempotently on a [Backend]. It is the drop-in layer
+// Guard runs handlers idempotently on a [backend.Backend]. It is the drop-in layer
 // for handlers that do not write through a pgx.Tx: [Do] for one call, [Wrap]
 // to decorate a typed handler once. A Guard is safe for concurrent use.
 //

@@ -384,7 +384,7 @@ func sweepBatch(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, r
 	return int(n), nil
 }
 
-// PostgresBackend is a [Backend] on the same table as [Store], for handlers
+// PostgresBackend is a [backend.Backend] on the same table as [Store], for handlers
 // that do not write through a pgx.Tx (calls to other services, another
 // database). Claims are committed rows with a lease, so the business work
 // and the stored answer are not atomic here; prefer [RunInTx] when the work
@@ -397,7 +397,7 @@ type PostgresBackend struct {
 	q db.Queries
 }
 
-// backend.Claim implements [Backend]. It waits at most c.Wait for a conflicting
+// Claim implements [backend.Backend]. It waits at most c.Wait for a conflicting
 // uncommitted claim (one that RunInTx holds on the same key).
 func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	for attempt := 1; ; attempt++ {
@@ -414,7 +414,7 @@ func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.
 	}
 }
 
-// Renew implements [Backend].
+// Renew implements [backend.Backend].
 func (b *PostgresBackend) Renew(ctx context.Context, r backend.Renewal) error {
 	n, err := b.q.IdempotencyKeyRenew(ctx, b.DB, db.IdempotencyKeyRenewParams{
 		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
@@ -428,7 +428,7 @@ func (b *PostgresBackend) Renew(ctx context.Context, r backend.Renewal) error {
 	return nil
 }
 
-// Complete implements [Backend].
+// Complete implements [backend.Backend].
 // The row keeps no retention of its own: Sweep and backend.Claim are told it.
 func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) error {
 	response := c.Response
@@ -449,7 +449,7 @@ func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) er
 	return nil
 }
 
-// Release implements [Backend].
+// Release implements [backend.Backend].
 func (b *PostgresBackend) Release(ctx context.Context, ref backend.Ref, owner string) error {
 	n, err := b.q.IdempotencyKeyRelease(ctx, b.DB, db.IdempotencyKeyReleaseParams{PrincipalID: ref.Principal, Key: ref.Key, OwnerToken: owner})
 	if err != nil {
@@ -461,12 +461,12 @@ func (b *PostgresBackend) Release(ctx context.Context, ref backend.Ref, owner st
 	return nil
 }
 
-// Get implements [Backend].
+// Get implements [backend.Backend].
 func (b *PostgresBackend) Get(ctx context.Context, ref backend.Ref, at time.Time) (*backend.Entry, error) {
 	return getRow(ctx, &b.q, b.DB, atPtr(at), ref)
 }
 
-// Sweep implements [Backend].
+// Sweep implements [backend.Backend].
 func (b *PostgresBackend) Sweep(ctx context.Context, s backend.SweepRequest) (int, error) {
 	return sweepBatch(ctx, &b.q, b.DB, atPtr(s.At), s.Retention, s.Limit)
 }

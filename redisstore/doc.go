@@ -1,8 +1,8 @@
-// Package redisstore is an [backend.Backend] on Redis (github.com/redis/go-redis/v9),
+// Package redisstore is a [backend.Backend] on Redis (github.com/redis/go-redis/v9),
 // for sellers that run several processes and keep their business data
 // outside Postgres. Create a [Store] with [New] on a single node, Sentinel or
-// Cluster client, and run handlers through [idem.New] and [idem.Wrap] or
-// [idem.Do] (see the Example).
+// Cluster client, and run handlers through idem.NewGuard and idem.Wrap or
+// idem.Do (see the Example).
 //
 // # What a crash does
 //
@@ -12,7 +12,7 @@
 // dies, or Redis cannot be reached, between the business commit and the
 // stored answer, the claim stays until its lease ends (idem.Config.Lease,
 // default 2 minutes), and the retry after that runs the work again. When
-// that matters and the work is in Postgres, use [idem.RunInTx]: it commits
+// that matters and the work is in Postgres, use idem.RunInTx: it commits
 // the claim, the business write and the answer in one transaction.
 //
 // Otherwise make the business write refuse a second execution: give it a
@@ -79,7 +79,7 @@
 // retention after its claim, a completed one TTL + retention after its
 // completion (the tombstone retention, during which a retry gets
 // IDEMPOTENCY_EXPIRED). Redis deletes them by itself, so production code
-// need not call [idem.Guard.Sweep]; [Store.Sweep] works (it scans the
+// need not call idem.Guard.Sweep; [Store.Sweep] works (it scans the
 // keyspace) and serves test clocks that Redis's own expiry cannot see.
 //
 // # Client settings
@@ -87,7 +87,7 @@
 // Set ContextTimeoutEnabled in the go-redis options so that context
 // deadlines bound each call; ReadTimeout and WriteTimeout bound how long a
 // request waits for an unreachable Redis before failing with
-// [idem.ErrStorage]. Redis 5 or later is required (scripts are replicated
+// idem.ErrStorage. Redis 5 or later is required (scripts are replicated
 // by their effects, which lets them read TIME before writing); the tests
 // run on Redis 7.
 package redisstore
