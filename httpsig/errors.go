@@ -115,6 +115,7 @@ type Error struct {
 	kind *kind
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	s := "httpsig: " + e.Code + " (step " + e.Step + ")"
 	if e.Err != nil {
