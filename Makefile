@@ -18,7 +18,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 ## MODULES: every module of the repository (go.work ties them together);
 ## LIB_MODULES are those whose unit tests need no Docker.
-MODULES     := . migrations redisstore adcpmcp httpsig cmd/adcp-seller integration
+MODULES     := . migrations redisstore adcpmcp httpsig idemotel cmd/adcp-seller integration
 LIB_MODULES := $(filter-out integration,$(MODULES))
 
 vet:
