@@ -8,7 +8,8 @@
 // by canonical hash, the success body at the root of structuredContent
 // with replayed and the current request's context, every error a tool
 // result with isError and structuredContent {adcp_error, context}.
-// [ReadOnly] gives a read the same answer shapes.
+// [Read] replays a read when the caller supplies a key; [ReadOnly] gives a
+// tool outside the replay contract the same answer shapes.
 //
 // Register tools with [AddTool], which keeps idempotency_key out of the
 // input schema's required list (otherwise the SDK would reject a call
@@ -43,6 +44,9 @@ type Options struct {
 	// Logger receives internal failures (never keys or payloads). Defaults
 	// to slog.Default().
 	Logger *slog.Logger
+	// AccountSalt scopes keys by (principal, account); see
+	// adcp.Options.AccountSalt.
+	AccountSalt []byte
 }
 
 func (o *Options) principal(ctx context.Context, req *mcp.CallToolRequest) string {
@@ -59,7 +63,7 @@ func (o *Options) adcp() *adcp.Options {
 	if o == nil {
 		return nil
 	}
-	return &adcp.Options{Logger: o.Logger}
+	return &adcp.Options{Logger: o.Logger, AccountSalt: o.AccountSalt}
 }
 
 // Mutating returns the handler of a mutating tool whose work runs through g
@@ -77,8 +81,15 @@ func MutatingTx[Out any](s *idem.Store, db idem.DB, opts *Options, h adcp.TxHand
 	return Handler(opts, adcp.MutatingTx(s, db, opts.adcp(), h))
 }
 
-// ReadOnly returns the handler of a tool that changes nothing (get_*,
-// list_*): no idempotency key, but the same answer shapes.
+// Read returns the handler of a read tool (get_*, list_*, capability
+// discovery): replayed through g when the caller supplies an
+// idempotency_key, run as it is otherwise; see adcp.Read.
+func Read[Out any](g *idem.Guard, opts *Options, h adcp.Handler[Out]) mcp.ToolHandler {
+	return Handler(opts, adcp.Read(g, opts.adcp(), h))
+}
+
+// ReadOnly returns the handler of a tool outside the replay contract (a
+// test controller): no idempotency key, but the same answer shapes.
 func ReadOnly[Out any](opts *Options, h adcp.Handler[Out]) mcp.ToolHandler {
 	return Handler(opts, adcp.ReadOnly(opts.adcp(), h))
 }

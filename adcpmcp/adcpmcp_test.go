@@ -109,13 +109,23 @@ func TestMutatingAnswers(t *testing.T) {
 	if strings.Contains(text, "leak") || strings.Count(text, `"context"`) != 1 {
 		t.Fatalf("the handler's own context field was stored: %s", text)
 	}
-	isErr, body = call(t, cs, map[string]any{"idempotency_key": key, "budget": 6})
+	// The conflict body is exactly what AdCP allows: code, message and
+	// (from 3.1) recovery in adcp_error; beside it only the envelope's
+	// status and adcp_version, and the request's own context.
+	isErr, body = call(t, cs, map[string]any{"idempotency_key": key, "budget": 6, "context": map[string]any{"id": "c"}})
 	e, _ = body["adcp_error"].(map[string]any)
-	if !isErr || e["code"] != "IDEMPOTENCY_CONFLICT" || len(e) != 2 {
-		t.Fatalf("conflict: %v, want code and message only", body)
+	if !isErr || e["code"] != "IDEMPOTENCY_CONFLICT" || e["message"] == "" || e["recovery"] != "correctable" || len(e) != 3 {
+		t.Fatalf("conflict: %v, want code, message and recovery only", body)
 	}
-	if _, ok := body["context"]; ok {
-		t.Fatalf("conflict echoed a context the request did not send: %v", body)
+	if len(body) != 4 || body["status"] != "failed" || body["adcp_version"] != "3.2" || body["context"].(map[string]any)["id"] != "c" {
+		t.Fatalf("conflict answer: %v, want adcp_error, status, adcp_version and the context only", body)
+	}
+	// A client of AdCP 3.0 (adcp_major_version without adcp_version) gets
+	// 3.0's conflict: code and message only, no envelope fields.
+	isErr, body = call(t, cs, map[string]any{"idempotency_key": key, "budget": 6, "adcp_major_version": 3})
+	e, _ = body["adcp_error"].(map[string]any)
+	if !isErr || e["code"] != "IDEMPOTENCY_CONFLICT" || len(e) != 2 || len(body) != 1 {
+		t.Fatalf("3.0 conflict: %v, want code and message only", body)
 	}
 	if *runs != 1 {
 		t.Fatalf("handler ran %d times, want 1", *runs)

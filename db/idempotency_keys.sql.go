@@ -13,13 +13,14 @@ import (
 const idempotencyKeyClaim = `-- name: IdempotencyKeyClaim :one
 SELECT claimed, operation, request_hash, response, expires_at, db_now FROM idempotency_key_claim(
     $1::text, $2::text, $3::text,
-    $4::bytea, $5::text,
-    $6::bigint, $7::bigint,
-    $8::text, $9::timestamptz)
+    $4::text, $5::bytea, $6::text,
+    $7::bigint, $8::bigint,
+    $9::text, $10::text, $11::timestamptz)
 `
 
 type IdempotencyKeyClaimParams struct {
 	PrincipalID string
+	AccountID   string
 	Key         string
 	Operation   string
 	RequestHash []byte
@@ -27,6 +28,7 @@ type IdempotencyKeyClaimParams struct {
 	ExpiresMs   int64
 	RetentionMs int64
 	LockTimeout string
+	IdleTimeout string
 	Now         *time.Time
 }
 
@@ -48,6 +50,7 @@ type IdempotencyKeyClaimRow struct {
 func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg IdempotencyKeyClaimParams) (IdempotencyKeyClaimRow, error) {
 	row := db.QueryRow(ctx, idempotencyKeyClaim,
 		arg.PrincipalID,
+		arg.AccountID,
 		arg.Key,
 		arg.Operation,
 		arg.RequestHash,
@@ -55,6 +58,7 @@ func (q *Queries) IdempotencyKeyClaim(ctx context.Context, db DBTX, arg Idempote
 		arg.ExpiresMs,
 		arg.RetentionMs,
 		arg.LockTimeout,
+		arg.IdleTimeout,
 		arg.Now,
 	)
 	var i IdempotencyKeyClaimRow
@@ -73,16 +77,17 @@ const idempotencyKeyComplete = `-- name: IdempotencyKeyComplete :execrows
 UPDATE idempotency_keys AS k
 SET response    = $1,
     owner_token = NULL,
-    expires_at  = coalesce(clock.now + $2::bigint * interval '1 millisecond', k.expires_at)
-FROM (SELECT coalesce($6::timestamptz, statement_timestamp()) AS now) AS clock
-WHERE k.principal_id = $3 AND k.key = $4
-  AND k.owner_token = $5::text AND k.response IS NULL
+    expires_at  = coalesce(k.created_at + $2::bigint * interval '1 millisecond', k.expires_at)
+FROM (SELECT coalesce($7::timestamptz, statement_timestamp()) AS now) AS clock
+WHERE k.principal_id = $3 AND k.account_id = $4 AND k.key = $5
+  AND k.owner_token = $6::text AND k.response IS NULL
 `
 
 type IdempotencyKeyCompleteParams struct {
 	Response    []byte
 	TTLMs       *int64
 	PrincipalID string
+	AccountID   string
 	Key         string
 	OwnerToken  string
 	Now         *time.Time
@@ -90,14 +95,16 @@ type IdempotencyKeyCompleteParams struct {
 
 // IdempotencyKeyComplete stores the response of an in-flight key, but only for
 // its owner: a request whose claim was taken over affects no row. The stored
-// answer is replayed for ttl_ms from now; with ttl_ms NULL, expires_at stays
-// as the claim set it, which lets Postgres update the row in place (HOT, no
-// index entries) as RunInTx does.
+// answer is replayed for ttl_ms from the claim (retention counts from the
+// first accepted request, never from a later step); with ttl_ms NULL,
+// expires_at stays as the claim set it, which lets Postgres update the row
+// in place (HOT, no index entries) as RunInTx does.
 func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg IdempotencyKeyCompleteParams) (int64, error) {
 	result, err := db.Exec(ctx, idempotencyKeyComplete,
 		arg.Response,
 		arg.TTLMs,
 		arg.PrincipalID,
+		arg.AccountID,
 		arg.Key,
 		arg.OwnerToken,
 		arg.Now,
@@ -111,7 +118,7 @@ func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg Idemp
 const idempotencyKeyDeleteExpired = `-- name: IdempotencyKeyDeleteExpired :execrows
 DELETE FROM idempotency_keys AS k
 USING (
-    SELECT e.principal_id, e.key
+    SELECT e.principal_id, e.account_id, e.key
     FROM idempotency_keys AS e
     WHERE e.expires_at < coalesce($1::timestamptz, statement_timestamp())
                          - $2::bigint * interval '1 millisecond'
@@ -119,7 +126,7 @@ USING (
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
 ) AS doomed
-WHERE k.principal_id = doomed.principal_id AND k.key = doomed.key
+WHERE k.principal_id = doomed.principal_id AND k.account_id = doomed.account_id AND k.key = doomed.key
 `
 
 type IdempotencyKeyDeleteExpiredParams struct {
@@ -143,12 +150,13 @@ const idempotencyKeyGet = `-- name: IdempotencyKeyGet :one
 SELECT operation, request_hash, response, owner_token, created_at, expires_at,
        coalesce($1::timestamptz, statement_timestamp())::timestamptz AS db_now
 FROM idempotency_keys
-WHERE principal_id = $2 AND key = $3
+WHERE principal_id = $2 AND account_id = $3 AND key = $4
 `
 
 type IdempotencyKeyGetParams struct {
 	Now         *time.Time
 	PrincipalID string
+	AccountID   string
 	Key         string
 }
 
@@ -165,7 +173,12 @@ type IdempotencyKeyGetRow struct {
 // IdempotencyKeyGet reads the row for a key together with the clock the
 // caller must judge it by.
 func (q *Queries) IdempotencyKeyGet(ctx context.Context, db DBTX, arg IdempotencyKeyGetParams) (IdempotencyKeyGetRow, error) {
-	row := db.QueryRow(ctx, idempotencyKeyGet, arg.Now, arg.PrincipalID, arg.Key)
+	row := db.QueryRow(ctx, idempotencyKeyGet,
+		arg.Now,
+		arg.PrincipalID,
+		arg.AccountID,
+		arg.Key,
+	)
 	var i IdempotencyKeyGetRow
 	err := row.Scan(
 		&i.Operation,
@@ -181,12 +194,13 @@ func (q *Queries) IdempotencyKeyGet(ctx context.Context, db DBTX, arg Idempotenc
 
 const idempotencyKeyRelease = `-- name: IdempotencyKeyRelease :execrows
 DELETE FROM idempotency_keys
-WHERE principal_id = $1 AND key = $2
-  AND owner_token = $3::text AND response IS NULL
+WHERE principal_id = $1 AND account_id = $2 AND key = $3
+  AND owner_token = $4::text AND response IS NULL
 `
 
 type IdempotencyKeyReleaseParams struct {
 	PrincipalID string
+	AccountID   string
 	Key         string
 	OwnerToken  string
 }
@@ -194,7 +208,12 @@ type IdempotencyKeyReleaseParams struct {
 // IdempotencyKeyRelease deletes an in-flight key, but only for its owner, so
 // that a retry runs the work again.
 func (q *Queries) IdempotencyKeyRelease(ctx context.Context, db DBTX, arg IdempotencyKeyReleaseParams) (int64, error) {
-	result, err := db.Exec(ctx, idempotencyKeyRelease, arg.PrincipalID, arg.Key, arg.OwnerToken)
+	result, err := db.Exec(ctx, idempotencyKeyRelease,
+		arg.PrincipalID,
+		arg.AccountID,
+		arg.Key,
+		arg.OwnerToken,
+	)
 	if err != nil {
 		return 0, err
 	}
@@ -204,14 +223,15 @@ func (q *Queries) IdempotencyKeyRelease(ctx context.Context, db DBTX, arg Idempo
 const idempotencyKeyRenew = `-- name: IdempotencyKeyRenew :execrows
 UPDATE idempotency_keys AS k
 SET expires_at = clock.now + $1::bigint * interval '1 millisecond'
-FROM (SELECT coalesce($5::timestamptz, statement_timestamp()) AS now) AS clock
-WHERE k.principal_id = $2 AND k.key = $3
-  AND k.owner_token = $4::text AND k.response IS NULL
+FROM (SELECT coalesce($6::timestamptz, statement_timestamp()) AS now) AS clock
+WHERE k.principal_id = $2 AND k.account_id = $3 AND k.key = $4
+  AND k.owner_token = $5::text AND k.response IS NULL
 `
 
 type IdempotencyKeyRenewParams struct {
 	LeaseMs     int64
 	PrincipalID string
+	AccountID   string
 	Key         string
 	OwnerToken  string
 	Now         *time.Time
@@ -224,6 +244,7 @@ func (q *Queries) IdempotencyKeyRenew(ctx context.Context, db DBTX, arg Idempote
 	result, err := db.Exec(ctx, idempotencyKeyRenew,
 		arg.LeaseMs,
 		arg.PrincipalID,
+		arg.AccountID,
 		arg.Key,
 		arg.OwnerToken,
 		arg.Now,
@@ -232,4 +253,31 @@ func (q *Queries) IdempotencyKeyRenew(ctx context.Context, db DBTX, arg Idempote
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const idempotencyRateTake = `-- name: IdempotencyRateTake :one
+SELECT wait_seconds::double precision FROM idempotency_rate_take(
+    $1::text, $2::double precision, $3::double precision,
+    $4::timestamptz)
+`
+
+type IdempotencyRateTakeParams struct {
+	Bucket string
+	Rate   float64
+	Burst  float64
+	Now    *time.Time
+}
+
+// IdempotencyRateTake takes a token from a shared bucket: 0 when it did,
+// otherwise the seconds until one is there.
+func (q *Queries) IdempotencyRateTake(ctx context.Context, db DBTX, arg IdempotencyRateTakeParams) (float64, error) {
+	row := db.QueryRow(ctx, idempotencyRateTake,
+		arg.Bucket,
+		arg.Rate,
+		arg.Burst,
+		arg.Now,
+	)
+	var wait_seconds float64
+	err := row.Scan(&wait_seconds)
+	return wait_seconds, err
 }

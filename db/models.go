@@ -17,4 +17,11 @@ type IdempotencyKey struct {
 	OwnerToken  *string
 	CreatedAt   time.Time
 	ExpiresAt   time.Time
+	AccountID   string
+}
+
+type IdempotencyRateBucket struct {
+	Bucket    string
+	Tokens    float64
+	UpdatedAt time.Time
 }

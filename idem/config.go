@@ -63,16 +63,29 @@ type Config struct {
 	// [WaitThenReplay].
 	Duplicates DuplicatePolicy
 
+	// InFlightMax is the in-flight bound (AdCP's in_flight_max_seconds, the
+	// per-task handler timeout): a request never holds its key longer. The
+	// handler's context ends when it is reached (with cause
+	// [ErrHandlerTimeout]), and a claim whose owner died or hung is released
+	// after it at the latest, so the key can run again. It is declared in
+	// [Capability]. A whole number of seconds, at least one, at most TTL.
+	// Defaults to 2 minutes (AdCP's working-response timeout).
+	InFlightMax time.Duration
+
 	// Lease is how long a claim made through a [Guard] holds the key without
 	// being renewed: the Guard renews it every Lease/3 while the handler
-	// runs, so it bounds how long a crashed owner blocks the key, not how
-	// long a handler may run. At least one second, at most TTL. Defaults to
-	// 2 minutes (AdCP's working-response timeout).
+	// runs (never past InFlightMax), so it bounds how long a crashed owner
+	// blocks the key, not how long a handler may run. At least one second,
+	// at most InFlightMax. Defaults to a quarter of InFlightMax, at most 30
+	// seconds.
 	Lease time.Duration
 
-	// Limiter limits how fast each principal stores new keys (replays are
-	// never limited). Defaults to [NewLimiter](60, 300): 60 new keys a second
-	// per principal, bursts of 300, counted in this process only. Use
+	// Limiter limits how fast each (principal, account) stores new keys, in
+	// a budget for writes and one for reads (replays are never limited).
+	// Defaults to [NewLimiter]([DefaultLimits]): AdCP's recommended 60 new
+	// write keys a second with bursts of 300, and 300 read keys with bursts
+	// of 1,500, counted in this process only. [NewPostgresLimiter] and
+	// redisstore's limiter share the budgets across replicas. Use
 	// [Unlimited] to turn it off.
 	Limiter Limiter
 
@@ -83,6 +96,12 @@ type Config struct {
 	// SweepBatch is how many rows one sweep statement deletes at most.
 	// At most 1,000,000. Defaults to 1000.
 	SweepBatch int
+
+	// Sealer, if set, encrypts every stored answer at rest (see [Sealer] and
+	// [KeyRing]), as AdCP requires. Defaults to none: answers are stored in
+	// plaintext, readable by anyone who can read the storage or its
+	// backups.
+	Sealer Sealer
 
 	// Observer, if set, watches every RunInTx and Do call and every sweep,
 	// for metrics and traces (see [Observer], [ObserverFunc] and package
@@ -109,11 +128,13 @@ const (
 // settings is a Config with defaults applied and validated.
 type settings struct {
 	ttl, skew, retention, wait, lease time.Duration
+	inFlightMax                       time.Duration
 	duplicates                        DuplicatePolicy
 	limiter                           Limiter
 	maxPayload, sweepBatch            int
 	now                               func() time.Time
 	observer                          Observer
+	sealer                            Sealer
 }
 
 func (c *Config) resolve() (settings, error) {
@@ -121,17 +142,22 @@ func (c *Config) resolve() (settings, error) {
 		c = &Config{}
 	}
 	s := settings{
-		ttl:        cmp.Or(c.TTL, DefaultTTL),
-		skew:       cmp.Or(c.ClockSkew, time.Minute),
-		retention:  cmp.Or(c.TombstoneRetention, 24*time.Hour),
-		wait:       cmp.Or(c.WaitLimit, 5*time.Second),
-		lease:      cmp.Or(c.Lease, 2*time.Minute),
-		duplicates: c.Duplicates,
-		limiter:    c.Limiter,
-		maxPayload: cmp.Or(c.MaxPayloadBytes, 1<<20),
-		sweepBatch: cmp.Or(c.SweepBatch, 1000),
-		now:        c.Now,
-		observer:   c.Observer,
+		ttl:         cmp.Or(c.TTL, DefaultTTL),
+		skew:        cmp.Or(c.ClockSkew, time.Minute),
+		retention:   cmp.Or(c.TombstoneRetention, 24*time.Hour),
+		wait:        cmp.Or(c.WaitLimit, 5*time.Second),
+		inFlightMax: cmp.Or(c.InFlightMax, 2*time.Minute),
+		lease:       c.Lease,
+		duplicates:  c.Duplicates,
+		limiter:     c.Limiter,
+		maxPayload:  cmp.Or(c.MaxPayloadBytes, 1<<20),
+		sweepBatch:  cmp.Or(c.SweepBatch, 1000),
+		now:         c.Now,
+		observer:    c.Observer,
+		sealer:      c.Sealer,
+	}
+	if s.lease == 0 {
+		s.lease = max(time.Second, min(s.inFlightMax/4, 30*time.Second))
 	}
 	switch {
 	case s.ttl < MinTTL || s.ttl > MaxTTL:
@@ -144,8 +170,10 @@ func (c *Config) resolve() (settings, error) {
 		return s, fmt.Errorf("idem: TombstoneRetention %v is outside [ClockSkew (%v), %v]", s.retention, s.skew, maxRetention)
 	case s.wait < time.Millisecond || s.wait > maxWait:
 		return s, fmt.Errorf("idem: WaitLimit %v is outside [1ms, %v] (Postgres lock_timeout holds at most 2^31-1 ms)", s.wait, maxWait)
-	case s.lease < time.Second || s.lease > s.ttl:
-		return s, fmt.Errorf("idem: Lease %v is outside [1s, TTL (%v)]", s.lease, s.ttl)
+	case s.inFlightMax < time.Second || s.inFlightMax > s.ttl || s.inFlightMax%time.Second != 0:
+		return s, fmt.Errorf("idem: InFlightMax %v is not a whole number of seconds in [1s, TTL (%v)] (in_flight_max_seconds is an integer no greater than replay_ttl_seconds)", s.inFlightMax, s.ttl)
+	case s.lease < time.Second || s.lease > s.inFlightMax:
+		return s, fmt.Errorf("idem: Lease %v is outside [1s, InFlightMax (%v)]", s.lease, s.inFlightMax)
 	case s.duplicates != WaitThenReplay && s.duplicates != RejectInFlight:
 		return s, fmt.Errorf("idem: unknown DuplicatePolicy %d", s.duplicates)
 	case s.maxPayload < 0 || s.maxPayload > maxPayloadLimit:
@@ -154,7 +182,7 @@ func (c *Config) resolve() (settings, error) {
 		return s, fmt.Errorf("idem: SweepBatch %d is outside [1, %d]", s.sweepBatch, maxSweepBatch)
 	}
 	if s.limiter == nil {
-		s.limiter = NewLimiter(60, 300)
+		s.limiter = NewLimiter(DefaultLimits)
 	}
 	return s, nil
 }
@@ -168,14 +196,20 @@ func (s settings) at() time.Time {
 	return s.now()
 }
 
-// Capability is the adcp.idempotency fragment of get_adcp_capabilities.
+// Capability is the adcp.idempotency fragment of get_adcp_capabilities
+// (AdCP 3.2: the IdempotencySupported branch).
 type Capability struct {
-	Supported        bool `json:"supported"`
-	ReplayTTLSeconds int  `json:"replay_ttl_seconds"`
+	// Supported is true: this library implements the replay contract.
+	Supported bool `json:"supported"`
+	// ReplayTTLSeconds is Config.TTL in seconds.
+	ReplayTTLSeconds int `json:"replay_ttl_seconds"`
+	// InFlightMaxSeconds is Config.InFlightMax in seconds, never above
+	// ReplayTTLSeconds.
+	InFlightMaxSeconds int `json:"in_flight_max_seconds"`
 }
 
 func (s settings) capability() Capability {
-	return Capability{Supported: true, ReplayTTLSeconds: int(s.ttl / time.Second)}
+	return Capability{Supported: true, ReplayTTLSeconds: int(s.ttl / time.Second), InFlightMaxSeconds: int(s.inFlightMax / time.Second)}
 }
 
 // state is what a stored entry means at a given instant.

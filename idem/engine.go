@@ -46,33 +46,49 @@ func replayOrReject[T any](cfg settings, p prepared, e *backend.Entry) (Result[T
 		return res, newError(ErrConflict, "idempotency_key was already used with a different request; use a fresh key, or resend the original request to get its answer")
 	}
 	if st != stateCompleted {
-		return res, inFlight(e)
+		return res, cfg.inFlight(e)
 	}
-	if err := markerError(e.Response); err != nil {
+	stored, err := cfg.open(p, e.Response)
+	if err != nil {
 		return res, err
 	}
-	v, err := decodeValue[T](e.Response)
+	if err := markerError(stored); err != nil {
+		return res, err
+	}
+	v, err := decodeValue[T](stored)
 	if err != nil {
 		return res, err
 	}
 	res.Value = v
-	res.Replayed, res.Response = true, e.Response
+	res.Replayed, res.Response = true, stored
 	return res, nil
 }
 
-func inFlight(e *backend.Entry) *Error {
-	err := newError(ErrInFlight, "a request with this idempotency_key is still being processed; retry shortly")
+// inFlight is the IDEMPOTENCY_IN_FLIGHT answer for a key held by e (nil
+// when the holder is not visible, as when a database wait ran out). Its
+// retry_after is what is left of the holder's claim, at least a second and
+// never past the in-flight bound (which AdCP also caps at the replay TTL
+// and at 3600 s on the wire).
+func (s settings) inFlight(e *backend.Entry) *Error {
+	return inFlightAfter(e, s.inFlightMax)
+}
+
+// inFlightAfter is inFlight for a bound of max.
+func inFlightAfter(e *backend.Entry, bound time.Duration) *Error {
+	err := newError(ErrInFlight, "a request with this idempotency_key is still being processed; retry with the same key after retry_after seconds")
 	err.RetryAfter = time.Second
 	if e != nil && e.Response == nil {
-		err.RetryAfter = min(max(e.ExpiresAt.Sub(e.Now), time.Second), 5*time.Second)
+		err.RetryAfter = e.ExpiresAt.Sub(e.Now)
 	}
+	err.RetryAfter = min(max(err.RetryAfter, time.Second), bound)
 	return err
 }
 
-func allowNewKey(ctx context.Context, l Limiter, principal string) error {
-	ok, after, err := l.Allow(ctx, principal)
+func allowNewKey(ctx context.Context, l Limiter, p prepared) error {
+	ok, after, err := l.Allow(ctx, Budget{Principal: p.Principal, Account: p.Account, Read: p.Read})
 	if err != nil {
-		return fmt.Errorf("idem: rate limiter: %w", err)
+		// A limiter that cannot answer never lets the request through.
+		return backendError("rate limiter", err)
 	}
 	if !ok {
 		e := newError(ErrRateLimited, "too many new idempotency keys from this caller; retry later")
@@ -114,7 +130,7 @@ type turnShard struct {
 // take waits until no other request of this process holds ref, for at most
 // wait (not at all under RejectInFlight), and then holds it until leave is
 // called. Past the wait the key is in flight.
-func (t *turns) take(ctx context.Context, ref backend.Ref, wait time.Duration, reject bool) (leave func(), err error) {
+func (t *turns) take(ctx context.Context, ref backend.Ref, wait, bound time.Duration, reject bool) (leave func(), err error) {
 	t.once.Do(func() { t.seed = maphash.MakeSeed() })
 	var h maphash.Hash
 	h.SetSeed(t.seed)
@@ -148,7 +164,7 @@ func (t *turns) take(ctx context.Context, ref backend.Ref, wait time.Duration, r
 		}
 		sh.mu.Unlock()
 		if reject {
-			return nil, inFlight(nil)
+			return nil, inFlightAfter(nil, bound)
 		}
 		if timer == nil {
 			timer = time.NewTimer(wait)
@@ -156,7 +172,7 @@ func (t *turns) take(ctx context.Context, ref backend.Ref, wait time.Duration, r
 		select {
 		case <-busy:
 		case <-timer.C:
-			return nil, inFlight(nil)
+			return nil, inFlightAfter(nil, bound)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("idem: waiting for a concurrent request: %w", ctx.Err())
 		}

@@ -62,10 +62,19 @@ var (
 	// ErrUndecodable: the stored answer cannot be decoded into the handler's
 	// value type (the type changed since the answer was stored).
 	ErrUndecodable = errors.New("the stored answer cannot be decoded")
+	// ErrUnreadable: the stored answer cannot be opened (Config.Sealer): it
+	// is sealed under a key the seller no longer holds, was altered, or was
+	// copied from another key or principal.
+	ErrUnreadable = errors.New("the stored answer cannot be opened")
 	// ErrTxConflict: the database aborted the transaction because of a
 	// concurrent one (a serialization failure, SQLSTATE 40001, or a
 	// deadlock, 40P01). Nothing was stored; the same request may be retried.
 	ErrTxConflict = errors.New("the transaction conflicted with a concurrent one")
+	// ErrHandlerTimeout is the cause (context.Cause) of the end of a
+	// handler's context when the handler runs past Config.InFlightMax, the
+	// in-flight bound: the request is then treated as failed and its key
+	// released, as AdCP requires.
+	ErrHandlerTimeout = errors.New("the handler ran past the in-flight bound (Config.InFlightMax)")
 	// ErrLeaseLost is the cause of an [ErrStorage] error from a [Guard] whose
 	// claim was taken over by another request before the answer was stored:
 	// the backend stopped answering the lease renewals for longer than the
@@ -125,6 +134,7 @@ var adcpClass = map[error]struct {
 	ErrUnencodable: {CodeConfigurationError, RecoveryTerminal, ""},
 	ErrTxEnded:     {CodeConfigurationError, RecoveryTerminal, ""},
 	ErrUndecodable: {CodeConfigurationError, RecoveryTerminal, ""},
+	ErrUnreadable:  {CodeConfigurationError, RecoveryTerminal, ""},
 }
 
 // Error is the error type for every condition with an AdCP code. Use
@@ -193,41 +203,38 @@ func (e *Error) Is(target error) bool { return target != nil && target == e.kind
 // if any.
 func (e *Error) Unwrap() error { return e.cause }
 
-// WireError is the AdCP wire form of an error, the value of
-// structuredContent.adcp_error (MCP) or of the task error (A2A).
+// WireError is the AdCP wire form of an error (core/error.json), the value
+// of structuredContent.adcp_error (MCP) or of the task error (A2A).
 type WireError struct {
-	Code       string `json:"code"`
-	Message    string `json:"message"`
-	Recovery   string `json:"recovery,omitempty"`
-	Field      string `json:"field,omitempty"`
-	RetryAfter int    `json:"retry_after,omitempty"` // whole seconds in [1, 3600] when set
-	// Details repeats retry_after for IDEMPOTENCY_IN_FLIGHT, where AdCP's
-	// concurrent-retry rule reads it (error.details.retry_after).
-	Details map[string]any `json:"details,omitempty"`
+	Code     string `json:"code"`
+	Message  string `json:"message"`
+	Recovery string `json:"recovery,omitempty"`
+	Field    string `json:"field,omitempty"`
+	// RetryAfter is the top-level retry_after of AdCP 3.2: whole seconds in
+	// [1, 3600], set for transient errors that say when to come back
+	// (IDEMPOTENCY_IN_FLIGHT, RATE_LIMITED).
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // Wire returns the AdCP wire form of err. Errors of this package keep their
 // code; any other error becomes SERVICE_UNAVAILABLE with a generic message,
 // so that internal details never reach the caller.
 //
-// IDEMPOTENCY_CONFLICT carries code and message only: AdCP forbids anything
-// (recovery, field, details) that could turn key reuse into a read oracle.
+// IDEMPOTENCY_CONFLICT carries code, message and recovery (correctable)
+// only: AdCP forbids anything (a field, a suggestion, details, a hash, the
+// stored request or answer) that could turn key reuse into a read oracle.
 func Wire(err error) WireError {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = newError(ErrStorage, "internal error")
 	}
-	w := WireError{Code: string(e.Code), Message: e.Message}
+	w := WireError{Code: string(e.Code), Message: e.Message, Recovery: string(e.Recovery)}
 	if e.Code == CodeIdempotencyConflict {
 		return w
 	}
-	w.Recovery = string(e.Recovery)
 	w.Field = e.Field
 	if e.RetryAfter > 0 {
 		w.RetryAfter = min(max(int(math.Ceil(e.RetryAfter.Seconds())), 1), 3600)
-		if e.Code == CodeIdempotencyInFlight {
-			w.Details = map[string]any{"retry_after": w.RetryAfter}
-		}
 	}
 	return w
 }

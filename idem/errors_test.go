@@ -18,8 +18,8 @@ func TestWire(t *testing.T) {
 		want string
 	}{
 		{ValidateKey(""), `{"code":"INVALID_REQUEST","message":"idempotency_key is required on mutating requests","recovery":"correctable","field":"idempotency_key"}`},
-		{newError(ErrConflict, "used"), `{"code":"IDEMPOTENCY_CONFLICT","message":"used"}`},
-		{fmt.Errorf("wrapped: %w", inflight), `{"code":"IDEMPOTENCY_IN_FLIGHT","message":"a request with this idempotency_key is still in flight","recovery":"transient","retry_after":2,"details":{"retry_after":2}}`},
+		{newError(ErrConflict, "used"), `{"code":"IDEMPOTENCY_CONFLICT","message":"used","recovery":"correctable"}`},
+		{fmt.Errorf("wrapped: %w", inflight), `{"code":"IDEMPOTENCY_IN_FLIGHT","message":"a request with this idempotency_key is still in flight","recovery":"transient","retry_after":2}`},
 		{limited, `{"code":"RATE_LIMITED","message":"slow down","recovery":"transient","retry_after":3600}`},
 		{newError(ErrExpired, "late"), `{"code":"IDEMPOTENCY_EXPIRED","message":"late","recovery":"correctable"}`},
 		{newError(ErrMissingPrincipal, "who"), `{"code":"AUTH_REQUIRED","message":"who","recovery":"correctable"}`},

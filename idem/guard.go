@@ -104,7 +104,7 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	if held != nil {
 		return replayOrReject[T](g.cfg, p, held)
 	}
-	if err := allowNewKey(ctx, g.cfg.limiter, p.Principal); err != nil {
+	if err := allowNewKey(ctx, g.cfg.limiter, p); err != nil {
 		return res, g.release(ctx, ref, owner, err)
 	}
 	v, err := runOwned(ctx, g, ref, owner, fn)
@@ -124,7 +124,10 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 	// caller went away.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	cerr := g.b.Complete(cctx, backend.Completion{Ref: ref, Owner: owner, Response: body, TTL: g.cfg.ttl, Retention: g.cfg.retention, At: g.cfg.at()})
+	stored, cerr := g.cfg.seal(p, body)
+	if cerr == nil {
+		cerr = g.b.Complete(cctx, backend.Completion{Ref: ref, Owner: owner, Response: stored, TTL: g.cfg.ttl, Retention: g.cfg.retention, At: g.cfg.at()})
+	}
 	if cerr != nil {
 		// The handler's work is done but its answer is not stored. The claim
 		// stays: a retry gets IN_FLIGHT until the lease ends rather than
@@ -147,11 +150,16 @@ func Do[T any](ctx context.Context, g *Guard, req Request, fn func(ctx context.C
 }
 
 // runOwned runs fn while owner holds ref, renewing the lease until fn
-// returns. If fn panics, the claim is released before the panic goes on.
+// returns, and never past the in-flight bound: fn's context ends there (with
+// cause ErrHandlerTimeout) and the lease is not renewed beyond it. If fn
+// panics, the claim is released before the panic goes on.
 func runOwned[T any](ctx context.Context, g *Guard, ref backend.Ref, owner string, fn func(context.Context) (T, error)) (T, error) {
-	hctx, cancel := context.WithCancelCause(ctx)
+	bound := time.Now().Add(g.cfg.inFlightMax)
+	hctx, cancelTimeout := context.WithDeadlineCause(ctx, bound, ErrHandlerTimeout)
+	defer cancelTimeout()
+	hctx, cancel := context.WithCancelCause(hctx)
 	defer cancel(nil)
-	stop := g.keepAlive(ctx, ref, owner, cancel)
+	stop := g.keepAlive(ctx, ref, owner, bound, cancel)
 	panicked := true
 	defer func() {
 		if panicked {
@@ -166,11 +174,12 @@ func runOwned[T any](ctx context.Context, g *Guard, ref backend.Ref, owner strin
 }
 
 // keepAlive renews owner's lease on ref every Lease/3 until the returned
-// stop is called (which waits for it to finish). If the backend answers that
-// the claim is no longer owner's, it cancels the handler with ErrLeaseLost.
-// It runs on a context of its own: a handler that goes on after its
-// caller's context ended must keep its key as long as it runs.
-func (g *Guard) keepAlive(ctx context.Context, ref backend.Ref, owner string, lost context.CancelCauseFunc) (stop func()) {
+// stop is called (which waits for it to finish), never past bound. If the
+// backend answers that the claim is no longer owner's, it cancels the
+// handler with ErrLeaseLost. It runs on a context of its own: a handler
+// that goes on after its caller's context ended must keep its key as long
+// as it runs (within the bound).
+func (g *Guard) keepAlive(ctx context.Context, ref backend.Ref, owner string, bound time.Time, lost context.CancelCauseFunc) (stop func()) {
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
 	bctx := context.WithoutCancel(ctx)
@@ -183,8 +192,12 @@ func (g *Guard) keepAlive(ctx context.Context, ref backend.Ref, owner string, lo
 				return
 			case <-t.C:
 			}
+			lease := min(g.cfg.lease, time.Until(bound))
+			if lease < time.Millisecond {
+				return // the in-flight bound: the claim ends with its lease
+			}
 			rctx, cancel := context.WithTimeout(bctx, g.cfg.lease/3)
-			err := g.b.Renew(rctx, backend.Renewal{Ref: ref, Owner: owner, Lease: g.cfg.lease, Retention: g.cfg.retention, At: g.cfg.at()})
+			err := g.b.Renew(rctx, backend.Renewal{Ref: ref, Owner: owner, Lease: lease, Retention: g.cfg.retention, At: g.cfg.at()})
 			cancel()
 			if errors.Is(err, backend.ErrNotOwner) {
 				lost(ErrLeaseLost)

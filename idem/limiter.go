@@ -2,25 +2,84 @@ package idem
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"math"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/adcp-go/idempotency/db"
 )
 
-// Limiter decides whether a principal may store one more new key. AdCP
-// requires sellers to limit the rate of idempotency-cache inserts per agent
-// and to answer RATE_LIMITED past it. It is consulted only for keys that are
-// new (never for replays), after the key is claimed and before the handler
-// runs; a denied request releases its claim, so nothing is stored.
+// Limiter decides whether a budget may store one more new key. AdCP requires
+// sellers to limit idempotency-cache inserts per (authenticated agent,
+// account), with separate counters for reads and writes, and to answer
+// RATE_LIMITED past the ceiling. It is consulted only for keys that are new
+// (never for replays), after the key is claimed and before the handler runs;
+// a denied request releases its claim, so nothing is stored, and a retry
+// after the wait runs.
 //
-// Implementations must be safe for concurrent use. To share one limit across
-// a cluster, implement Limiter over shared storage (for example a Redis
-// counter).
+// Implementations must be safe for concurrent use. NewLimiter counts in this
+// process; [NewPostgresLimiter] (and redisstore.NewLimiter) count in storage
+// that every replica shares.
 type Limiter interface {
-	// Allow reports whether principal may store a new key now and, if not,
-	// how long until it may.
-	Allow(ctx context.Context, principal string) (ok bool, retryAfter time.Duration, err error)
+	// Allow reports whether the budget named by b may store a new key now
+	// and, if not, how long until it may.
+	Allow(ctx context.Context, b Budget) (ok bool, retryAfter time.Duration, err error)
+}
+
+// Budget names one rate-limit budget: a (principal, account) pair's reads
+// or writes.
+type Budget struct {
+	Principal string
+	Account   string
+	Read      bool
+}
+
+// name is the budget's storage name: its kind, the principal's length, the
+// principal and the account, so that no two budgets share a name.
+func (b Budget) name() string {
+	kind := "w"
+	if b.Read {
+		kind = "r"
+	}
+	return kind + ":" + strconv.Itoa(len(b.Principal)) + ":" + b.Principal + b.Account
+}
+
+// Rate is a token bucket: PerSecond new keys a second, sustained, with
+// bursts of up to Burst.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+func (r Rate) valid() bool {
+	return r.PerSecond > 0 && !math.IsInf(r.PerSecond, 0) && r.Burst >= 1
+}
+
+// Limits are the two budgets of a (principal, account).
+type Limits struct {
+	Writes Rate
+	Reads  Rate
+}
+
+// DefaultLimits are AdCP 3.2's recommended starting points: writes 60 a
+// second with bursts of 300, reads 300 a second with bursts of 1,500. AdCP
+// asks sellers not to publish their ceilings and to tune them.
+var DefaultLimits = Limits{Writes: Rate{PerSecond: 60, Burst: 300}, Reads: Rate{PerSecond: 300, Burst: 1500}}
+
+func (l Limits) rate(b Budget) Rate {
+	if b.Read {
+		return l.Reads
+	}
+	return l.Writes
+}
+
+func (l Limits) check(who string) {
+	if !l.Writes.valid() || !l.Reads.valid() {
+		panic(fmt.Sprintf("idem: %s needs positive finite rates and bursts of at least 1 for reads and writes", who))
+	}
 }
 
 // Unlimited is a [Limiter] that allows everything.
@@ -29,13 +88,12 @@ var Unlimited Limiter = unlimited{}
 type unlimited struct{}
 
 // Allow allows every request.
-func (unlimited) Allow(context.Context, string) (bool, time.Duration, error) { return true, 0, nil }
+func (unlimited) Allow(context.Context, Budget) (bool, time.Duration, error) { return true, 0, nil }
 
-// tokenBucket is the Limiter of NewLimiter: a token bucket per principal,
+// tokenBucket is the Limiter of NewLimiter: a token bucket per budget,
 // refilled at a steady rate up to a burst size.
 type tokenBucket struct {
-	rate   float64 // tokens per second
-	burst  float64
+	limits Limits
 	seed   maphash.Seed
 	shards [16]bucketShard
 	now    func() time.Time
@@ -43,7 +101,7 @@ type tokenBucket struct {
 
 type bucketShard struct {
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	buckets map[Budget]*bucket
 	calls   int
 }
 
@@ -52,56 +110,89 @@ type bucket struct {
 	last   time.Time
 }
 
-// NewLimiter returns the default [Limiter]: a token bucket per principal,
-// allowing perSecond new keys a second with bursts of up to burst. It counts
-// in this process only, so N replicas behind a load balancer allow up to N
-// times the rate; when that matters, share a limiter across the cluster
-// instead. Principals whose bucket is full again are forgotten, so memory
-// follows the number of recently active principals. It is safe for
-// concurrent use, and its Allow never returns an error. AdCP suggests 60
-// and 300 as a first ceiling. It panics if perSecond or burst is not
-// positive.
-func NewLimiter(perSecond float64, burst int) Limiter {
-	if !(perSecond > 0) || burst < 1 || math.IsInf(perSecond, 0) {
-		panic("idem: NewLimiter needs a positive finite rate and a burst of at least 1")
+// NewLimiter returns the default [Limiter]: a token bucket per budget
+// (reads and writes of each principal and account apart). It counts in this
+// process only, so N replicas behind a load balancer allow up to N times the
+// rates; when that matters, use [NewPostgresLimiter] or redisstore's. Budgets
+// whose bucket is full again are forgotten, so memory follows the number of
+// recently active principals. It is safe for concurrent use, and its Allow
+// never returns an error. It panics if a rate or burst is not positive.
+func NewLimiter(l Limits) Limiter {
+	l.check("NewLimiter")
+	t := &tokenBucket{limits: l, seed: maphash.MakeSeed(), now: time.Now}
+	for i := range t.shards {
+		t.shards[i].buckets = make(map[Budget]*bucket)
 	}
-	l := &tokenBucket{rate: perSecond, burst: float64(burst), seed: maphash.MakeSeed(), now: time.Now}
-	for i := range l.shards {
-		l.shards[i].buckets = make(map[string]*bucket)
-	}
-	return l
+	return t
 }
 
 // Allow implements [Limiter].
-func (l *tokenBucket) Allow(_ context.Context, principal string) (bool, time.Duration, error) {
-	sh := &l.shards[maphash.String(l.seed, principal)%uint64(len(l.shards))]
+func (l *tokenBucket) Allow(_ context.Context, b Budget) (bool, time.Duration, error) {
+	r := l.limits.rate(b)
+	sh := &l.shards[maphash.String(l.seed, b.Principal)%uint64(len(l.shards))]
 	now := l.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.calls++; sh.calls%1024 == 0 {
 		l.forgetFull(sh, now)
 	}
-	b := sh.buckets[principal]
-	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
-		sh.buckets[principal] = b
+	bk := sh.buckets[b]
+	if bk == nil {
+		bk = &bucket{tokens: float64(r.Burst), last: now}
+		sh.buckets[b] = bk
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
+	bk.tokens = min(float64(r.Burst), bk.tokens+now.Sub(bk.last).Seconds()*r.PerSecond)
+	bk.last = now
+	if bk.tokens >= 1 {
+		bk.tokens--
 		return true, 0, nil
 	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	wait := time.Duration((1 - bk.tokens) / r.PerSecond * float64(time.Second))
 	return false, max(wait, time.Millisecond), nil
 }
 
 // forgetFull drops buckets that have refilled completely: they behave exactly
-// like a principal never seen.
+// like a budget never seen.
 func (l *tokenBucket) forgetFull(sh *bucketShard, now time.Time) {
-	for p, b := range sh.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
-			delete(sh.buckets, p)
+	for b, bk := range sh.buckets {
+		r := l.limits.rate(b)
+		if bk.tokens+now.Sub(bk.last).Seconds()*r.PerSecond >= float64(r.Burst) {
+			delete(sh.buckets, b)
 		}
 	}
+}
+
+// PostgresLimiter is a [Limiter] whose buckets live in Postgres (the table
+// idempotency_rate_buckets of package migrations), so that every replica
+// shares one budget per (principal, account). Each Allow is one statement.
+// Create it with [NewPostgresLimiter]; it is safe for concurrent use.
+type PostgresLimiter struct {
+	db     DB
+	limits Limits
+	q      db.Queries
+	now    func() time.Time
+}
+
+// NewPostgresLimiter returns a Limiter on conn (a pool) with the given
+// limits. now, if not nil, replaces the database clock, for tests. It panics
+// if a rate or burst is not positive.
+func NewPostgresLimiter(conn DB, l Limits, now func() time.Time) *PostgresLimiter {
+	l.check("NewPostgresLimiter")
+	return &PostgresLimiter{db: conn, limits: l, now: now}
+}
+
+// Allow implements [Limiter]. A database failure is an error: the request
+// is then answered as a storage failure, never let through unlimited.
+func (l *PostgresLimiter) Allow(ctx context.Context, b Budget) (bool, time.Duration, error) {
+	r := l.limits.rate(b)
+	wait, err := l.q.IdempotencyRateTake(ctx, l.db, db.IdempotencyRateTakeParams{
+		Bucket: b.name(), Rate: r.PerSecond, Burst: float64(r.Burst), Now: clock(l.now),
+	})
+	if err != nil {
+		return false, 0, dbError("rate limit", err)
+	}
+	if wait <= 0 {
+		return true, 0, nil
+	}
+	return false, max(time.Duration(wait*float64(time.Second)), time.Millisecond), nil
 }

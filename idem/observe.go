@@ -25,6 +25,7 @@ const (
 	OutcomeTxEnded      Outcome = "tx_ended"      // ErrTxEnded: the handler ended its transaction
 	OutcomeUndecodable  Outcome = "undecodable"   // ErrUndecodable: the stored answer could not be read
 	OutcomeTxConflict   Outcome = "tx_conflict"   // ErrTxConflict: serialization failure or deadlock
+	OutcomeUnreadable   Outcome = "unreadable"    // ErrUnreadable: the stored answer could not be opened
 )
 
 // Observation describes one finished call to [RunInTx] or [Do]. It carries
@@ -146,6 +147,8 @@ func outcomeOf(replayed bool, err error) Outcome {
 		return OutcomeUndecodable
 	case ErrTxConflict:
 		return OutcomeTxConflict
+	case ErrUnreadable:
+		return OutcomeUnreadable
 	default:
 		return OutcomeInvalid
 	}

@@ -17,7 +17,7 @@ func TestObserveReportsEveryOutcome(t *testing.T) {
 	store := memstore.New(nil)
 	defer store.Close()
 	g, err := idem.NewGuard(store, &idem.Config{
-		Limiter: idem.NewLimiter(0.0001, 3), // three new keys, failed ones included
+		Limiter: idem.NewLimiter(idem.Limits{Writes: idem.Rate{PerSecond: 0.0001, Burst: 3}, Reads: idem.Rate{PerSecond: 0.0001, Burst: 3}}), // three new keys, failed ones included
 		Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) {
 			if o.Operation != "create_media_buy" || o.Duration < 0 {
 				t.Errorf("observation %+v", o)

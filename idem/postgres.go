@@ -107,7 +107,7 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 	deadline := time.Now().Add(s.cfg.wait)
 	reject := s.cfg.duplicates == RejectInFlight
 	waitStart := time.Now()
-	leave, err := s.turns.take(ctx, p.ref(), s.cfg.wait, reject)
+	leave, err := s.turns.take(ctx, p.ref(), s.cfg.wait, s.cfg.inFlightMax, reject)
 	obs.waited = time.Since(waitStart)
 	if err != nil {
 		return res, err
@@ -119,7 +119,7 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 		if !reject {
 			wait = time.Until(deadline)
 		}
-		res, err = runInTx(ctx, s, conn, p, wait, fn)
+		res, err = runInTx(ctx, s, conn, callerTx, p, wait, fn)
 		if !errors.Is(err, errStaleSnapshot) {
 			return res, err
 		}
@@ -136,7 +136,7 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 var errStaleSnapshot = errors.New("the transaction's snapshot cannot see the key's holder")
 
 // runInTx is one attempt of RunInTx, in one transaction.
-func runInTx[T any](ctx context.Context, s *Store, conn DB, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
+func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return res, dbError("begin", err)
@@ -153,8 +153,15 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, p prepared, wait tim
 	// One round trip: claim the key or read the row that holds it. The
 	// claimed row gets its final expiry now, so that storing the answer
 	// later changes no indexed column.
+	// A transaction of our own may not sit idle holding the claim past the
+	// in-flight bound: Postgres ends it, and the claim with it, if this
+	// process hangs. (A caller's transaction keeps its own settings.)
+	idle := ""
+	if !callerTx {
+		idle = lockTimeout(s.cfg.inFlightMax)
+	}
 	owner := newOwnerToken()
-	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, s.cfg.ttl, backend.Claim{
+	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, idle, s.cfg.inFlightMax, s.cfg.ttl, backend.Claim{
 		Ref: p.ref(), Operation: p.Operation, Hash: p.hash, Owner: owner, Retention: s.cfg.retention,
 	})
 	if err != nil {
@@ -165,9 +172,14 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, p prepared, wait tim
 		// settings back when conn is the caller's transaction.
 		return replayOrReject[T](s.cfg, p, held)
 	}
-	if err := allowNewKey(ctx, s.cfg.limiter, p.Principal); err != nil {
+	if err := allowNewKey(ctx, s.cfg.limiter, p); err != nil {
 		return res, err
 	}
+	// The claim holds the key until the commit; it may not outlive the
+	// in-flight bound. Past it, the handler's context ends (cause
+	// ErrHandlerTimeout), the transaction rolls back and the key is free.
+	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.inFlightMax, ErrHandlerTimeout)
+	defer cancel()
 
 	v, err := runHandler(ctx, tx, fn, func() {
 		// The handler panicked after ending the transaction itself: mark
@@ -197,9 +209,13 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, p prepared, wait tim
 		e.cause = errors.Unwrap(err)
 		return res, e
 	}
+	stored, err := s.cfg.seal(p, body)
+	if err != nil {
+		return res, err
+	}
 	n, err := s.q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-		Response:    body, // TTLMs nil: expires_at stays, the update can be HOT
-		PrincipalID: p.Principal, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
+		Response:    stored, // TTLMs nil: expires_at stays, the update can be HOT
+		PrincipalID: p.Principal, AccountID: p.Account, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 	})
 	if err != nil {
 		return res, dbError("store response", err)
@@ -262,9 +278,14 @@ func (s *Store) txEnded(ctx context.Context, conn DB, tx pgx.Tx, p prepared, own
 	e.cause = fnErr
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	err := pgx.BeginFunc(mctx, conn, func(mtx pgx.Tx) error {
+	marker, err := s.cfg.seal(p, markerTxEnded)
+	if err != nil {
+		e.cause = fmt.Errorf("%w; sealing the key's marker failed too: %w", fnErr, err)
+		return e
+	}
+	err = pgx.BeginFunc(mctx, conn, func(mtx pgx.Tx) error {
 		_, err := s.q.IdempotencyKeyComplete(mctx, mtx, db.IdempotencyKeyCompleteParams{
-			Response: markerTxEnded, PrincipalID: p.Principal, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
+			Response: marker, PrincipalID: p.Principal, AccountID: p.Account, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 		})
 		return err
 	})
@@ -291,17 +312,17 @@ func staleSnapshotError(ctx context.Context, conn DB, err error) error {
 // uncommitted claim: a new row, or a takeover of a reusable one, that
 // expires after expires (the lease, or for RunInTx the TTL). It returns nil
 // once the key is claimed, or the entry holding it.
-func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, now func() time.Time, wait, expires time.Duration, c backend.Claim) (*backend.Entry, error) {
+func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, now func() time.Time, wait time.Duration, idle string, bound, expires time.Duration, c backend.Claim) (*backend.Entry, error) {
 	row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
-		PrincipalID: c.Principal, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
+		PrincipalID: c.Principal, AccountID: c.Account, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
 		OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), RetentionMs: c.Retention.Milliseconds(),
-		LockTimeout: lockTimeout(wait), Now: clock(now),
+		LockTimeout: lockTimeout(wait), IdleTimeout: idle, Now: clock(now),
 	})
 	switch {
 	case err != nil:
-		return nil, claimError(ctx, err)
+		return nil, claimError(ctx, err, bound)
 	case row.Claimed == nil:
-		return nil, inFlight(nil) // the key changed hands on every attempt
+		return nil, inFlightAfter(nil, bound) // the key changed hands on every attempt
 	case *row.Claimed:
 		return nil, nil
 	}
@@ -327,13 +348,13 @@ func lockTimeout(wait time.Duration) string {
 
 // claimError maps a failed claim: the waits that ended mean the key is in
 // flight; a stale snapshot is retried by RunInTx.
-func claimError(ctx context.Context, err error) error {
+func claimError(ctx context.Context, err error, bound time.Duration) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
 		case pgErr.Code == "55P03", // lock_not_available: lock_timeout (WaitLimit) elapsed
 			pgErr.Code == "57014" && ctx.Err() == nil: // a statement_timeout shorter than WaitLimit
-			e := inFlight(nil)
+			e := inFlightAfter(nil, bound)
 			e.cause = fmt.Errorf("claim: %w", err)
 			return e
 		case pgErr.Code == "40001":
@@ -344,7 +365,7 @@ func claimError(ctx context.Context, err error) error {
 }
 
 func getRow(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, ref backend.Ref) (*backend.Entry, error) {
-	row, err := q.IdempotencyKeyGet(ctx, tx, db.IdempotencyKeyGetParams{Now: at, PrincipalID: ref.Principal, Key: ref.Key})
+	row, err := q.IdempotencyKeyGet(ctx, tx, db.IdempotencyKeyGetParams{Now: at, PrincipalID: ref.Principal, AccountID: ref.Account, Key: ref.Key})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -401,7 +422,7 @@ type PostgresBackend struct {
 // uncommitted claim (one that RunInTx holds on the same key).
 func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	for attempt := 1; ; attempt++ {
-		e, err := claimRow(ctx, &b.q, b.DB, atFunc(c.At), c.Wait, c.Lease, c)
+		e, err := claimRow(ctx, &b.q, b.DB, atFunc(c.At), c.Wait, "", c.Lease, c.Lease, c)
 		if errors.Is(err, errStaleSnapshot) && attempt < 3 {
 			// At REPEATABLE READ each statement on a pool is a transaction
 			// of its own: the next one sees the holder.
@@ -417,7 +438,7 @@ func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.
 // Renew implements [backend.Backend].
 func (b *PostgresBackend) Renew(ctx context.Context, r backend.Renewal) error {
 	n, err := b.q.IdempotencyKeyRenew(ctx, b.DB, db.IdempotencyKeyRenewParams{
-		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
+		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, AccountID: r.Account, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
 	})
 	if err != nil {
 		return dbError("renew", err)
@@ -437,7 +458,7 @@ func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) er
 	}
 	ttl := c.TTL.Milliseconds()
 	n, err := b.q.IdempotencyKeyComplete(ctx, b.DB, db.IdempotencyKeyCompleteParams{
-		Response: response, TTLMs: &ttl, PrincipalID: c.Principal, Key: c.Key,
+		Response: response, TTLMs: &ttl, PrincipalID: c.Principal, AccountID: c.Account, Key: c.Key,
 		OwnerToken: c.Owner, Now: atPtr(c.At),
 	})
 	if err != nil {
@@ -451,7 +472,7 @@ func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) er
 
 // Release implements [backend.Backend].
 func (b *PostgresBackend) Release(ctx context.Context, ref backend.Ref, owner string) error {
-	n, err := b.q.IdempotencyKeyRelease(ctx, b.DB, db.IdempotencyKeyReleaseParams{PrincipalID: ref.Principal, Key: ref.Key, OwnerToken: owner})
+	n, err := b.q.IdempotencyKeyRelease(ctx, b.DB, db.IdempotencyKeyReleaseParams{PrincipalID: ref.Principal, AccountID: ref.Account, Key: ref.Key, OwnerToken: owner})
 	if err != nil {
 		return dbError("release", err)
 	}

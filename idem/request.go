@@ -83,6 +83,12 @@ type Request struct {
 	// (a verified token, a client certificate), never from the request body.
 	// Required.
 	Principal string
+	// Account is the account the request acts for, if it names one: AdCP
+	// 3.2 scopes keys by (authenticated agent, account). Pass an id that is
+	// not guessable: a server-assigned account id, or for a natural-key
+	// account ({brand, operator}) the value of [AccountScope]. Empty means
+	// the principal's own namespace. At most 1024 bytes of text.
+	Account string
 	// Key is the client's idempotency_key. Required; see [ValidateKey].
 	Key string
 	// Operation names the task (for AdCP, the tool name, e.g.
@@ -93,6 +99,10 @@ type Request struct {
 	// Payload is the request as received: a JSON object. Its canonical hash
 	// ([CanonicalJSONSHA256]) decides whether a retry is the same request.
 	Payload json.RawMessage
+	// Read marks a read (a keyed read: AdCP replays a read when the caller
+	// supplies a key). New keys of reads count against the read budget of
+	// the rate limiter, new keys of writes against the write budget.
+	Read bool
 }
 
 // prepared is a validated request with its hash.
@@ -102,7 +112,9 @@ type prepared struct {
 }
 
 // ref is the entry the request claims.
-func (p prepared) ref() backend.Ref { return backend.Ref{Principal: p.Principal, Key: p.Key} }
+func (p prepared) ref() backend.Ref {
+	return backend.Ref{Principal: p.Principal, Account: p.Account, Key: p.Key}
+}
 
 // prepare validates r in the order AdCP asks for (principal, key, operation,
 // payload) and hashes the payload. Nothing is stored for a request that fails
@@ -115,6 +127,11 @@ func prepare(r Request, maxPayload int) (prepared, error) {
 		// Principals come from authentication, so this is a server bug; it
 		// fails closed, before any backend sees the value.
 		return prepared{}, newError(ErrMissingPrincipal, "the request's principal is not usable (over 1024 bytes, or not text)")
+	}
+	if len(r.Account) > MaxPrincipalLen || !utf8.ValidString(r.Account) || strings.IndexByte(r.Account, 0) >= 0 {
+		// Accounts come from the server's resolution of the request, so
+		// this too is a server bug.
+		return prepared{}, newError(ErrInvalidPayload, "the request's account is not usable (over 1024 bytes, or not text)")
 	}
 	if err := ValidateKey(r.Key); err != nil {
 		return prepared{}, err

@@ -70,7 +70,7 @@ func runMix(t *testing.T, obs idem.Observer, tp trace.TracerProvider) {
 	g, err := idem.NewGuard(b, &idem.Config{
 		Observer: obs, Now: clk.now, SweepBatch: 2,
 		Duplicates: idem.RejectInFlight,
-		Limiter:    idem.NewLimiter(0.0001, 3), // three new keys, failed ones included
+		Limiter:    idem.NewLimiter(idem.Limits{Writes: idem.Rate{PerSecond: 0.0001, Burst: 3}, Reads: idem.Rate{PerSecond: 0.0001, Burst: 3}}), // three new keys, failed ones included
 	})
 	if err != nil {
 		t.Fatal(err)

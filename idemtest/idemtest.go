@@ -122,7 +122,13 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"Outcome/EndedContextRunsNothing", onBoth, testEndedContext},
 		{"Outcome/MalformedOperationStoresNothing", onBoth, testMalformedOperation},
 		{"Outcome/UndecodableStoredAnswer", onBoth, testUndecodable},
+		{"Outcome/InFlightBoundEndsTheHandler", onBoth, testInFlightBound},
+		{"Outcome/RetentionCountsFromTheFirstRequest", onBoth, testRetentionFromClaim},
+		{"Outcome/AccountScope", onBoth, testAccountScope},
+		{"Outcome/ReadAndWriteBudgets", onBoth, testBudgets},
+		{"Outcome/EncryptedAtRest", onBoth, testEncryptedAtRest},
 		{"Guard/LeaseTakeover", onGuard, testLeaseTakeoverThroughDo},
+		{"Guard/DeadOwnerReleasedWithinTheBound", onGuard, testDeadOwnerBound},
 		{"Guard/SlowHandlerKeepsItsLease", onGuard, testSlowHandler},
 	} {
 		if transactional && tc.where != onBoth {
@@ -415,7 +421,13 @@ func (h suite) transactional() bool { return h.Tx != nil }
 // clock and durations.
 func (h suite) caller(t *testing.T, cfg idem.Config) caller {
 	t.Helper()
-	cfg.TTL, cfg.TombstoneRetention, cfg.Lease = ttl, retention, lease
+	cfg.TTL, cfg.TombstoneRetention = ttl, retention
+	if cfg.InFlightMax == 0 {
+		cfg.InFlightMax = lease
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = min(lease, cfg.InFlightMax)
+	}
 	cfg.Now = h.clock.Now
 	if cfg.Limiter == nil {
 		cfg.Limiter = idem.Unlimited
@@ -458,11 +470,30 @@ func (h suite) stored(t *testing.T, ref backend.Ref) bool {
 		return mustGet(t, h, ref) != nil
 	}
 	var n int
-	if err := h.Tx.DB.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE principal_id = $1 AND key = $2`,
-		ref.Principal, ref.Key).Scan(&n); err != nil {
+	if err := h.Tx.DB.QueryRow(context.Background(), `SELECT count(*) FROM idempotency_keys WHERE principal_id = $1 AND account_id = $2 AND key = $3`,
+		ref.Principal, ref.Account, ref.Key).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n > 0
+}
+
+// storedResponse returns the bytes stored as ref's answer (nil while in
+// flight or absent).
+func (h suite) storedResponse(t *testing.T, ref backend.Ref) []byte {
+	t.Helper()
+	if h.Tx == nil {
+		if e := mustGet(t, h, ref); e != nil {
+			return e.Response
+		}
+		return nil
+	}
+	var resp []byte
+	err := h.Tx.DB.QueryRow(context.Background(), `SELECT response FROM idempotency_keys WHERE principal_id = $1 AND account_id = $2 AND key = $3`,
+		ref.Principal, ref.Account, ref.Key).Scan(&resp)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatal(err)
+	}
+	return resp
 }
 
 // committed reports how many runs for ref committed their work: for
@@ -796,7 +827,7 @@ func testLeaseTakeoverThroughDo(t *testing.T, h suite) {
 
 func testRateLimit(t *testing.T, h suite) {
 	ctx := context.Background()
-	g := h.caller(t, idem.Config{Limiter: idem.NewLimiter(0.001, 1)})
+	g := h.caller(t, idem.Config{Limiter: idem.NewLimiter(idem.Limits{Writes: idem.Rate{PerSecond: 0.001, Burst: 1}, Reads: idem.Rate{PerSecond: 0.001, Burst: 1}})})
 	var c counter
 	key := newKey()
 	if _, err := call(ctx, g, req("alice", key, `{}`), c.handle); err != nil {
@@ -1061,5 +1092,234 @@ func testUndecodable(t *testing.T, h suite) {
 	}
 	if len(observed) != 2 || observed[1] != idem.OutcomeUndecodable {
 		t.Fatalf("outcomes %v, want [executed undecodable]", observed)
+	}
+}
+
+// The in-flight bound: a handler that runs past Config.InFlightMax has its
+// context ended (cause idem.ErrHandlerTimeout), the request is treated as
+// failed and its key is free again, and capabilities declare the bound.
+// Runs on the real clock (one second).
+func testInFlightBound(t *testing.T, h suite) {
+	ctx := context.Background()
+	c := h.caller(t, idem.Config{InFlightMax: time.Second})
+	key := newKey()
+	var cause error
+	_, err := call(ctx, c, req("alice", key, `{}`), func(ctx context.Context) (answer, error) {
+		<-ctx.Done()
+		cause = context.Cause(ctx)
+		return answer{}, ctx.Err()
+	})
+	if !errors.Is(cause, idem.ErrHandlerTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("handler past the bound: cause %v, error %v; want ErrHandlerTimeout and the deadline", cause, err)
+	}
+	var r counter
+	if res, err := call(ctx, c, req("alice", key, `{}`), r.handle); err != nil || res.Replayed || r.runs.Load() != 1 {
+		t.Fatalf("retry after the bound: %+v, %v; want a fresh run", res, err)
+	}
+	var cap idem.Capability
+	if c.g != nil {
+		cap = c.g.Capability()
+	} else {
+		cap = c.s.Capability()
+	}
+	if cap.InFlightMaxSeconds != 1 || cap.ReplayTTLSeconds != int(ttl/time.Second) || !cap.Supported {
+		t.Fatalf("capability %+v, want in_flight_max_seconds 1", cap)
+	}
+	for _, bad := range []idem.Config{{TTL: time.Hour, InFlightMax: 2 * time.Hour}, {InFlightMax: 1500 * time.Millisecond}, {InFlightMax: time.Minute, Lease: 2 * time.Minute}} {
+		if _, err := idem.NewStore(&bad); err == nil {
+			t.Errorf("Config %+v was accepted", bad)
+		}
+	}
+}
+
+// Retention counts from the first accepted request: a handler that takes
+// half an hour does not push the end of the replay window, and retries
+// never extend it.
+func testRetentionFromClaim(t *testing.T, h suite) {
+	ctx := context.Background()
+	c := h.caller(t, idem.Config{InFlightMax: time.Hour})
+	key := newKey()
+	if _, err := call(ctx, c, req("alice", key, `{}`), func(context.Context) (answer, error) {
+		h.Advance(30 * time.Minute) // the handler's run, on the suite's clock
+		return answer{MediaBuyID: "mb_slow"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.Advance(ttl - 30*time.Minute - time.Minute) // a minute before the window ends
+	if res, err := call(ctx, c, req("alice", key, `{}`), (&counter{}).handle); err != nil || !res.Replayed {
+		t.Fatalf("inside the window: %+v, %v; want a replay", res, err)
+	}
+	h.Advance(time.Minute + skew + time.Second) // past the window counted from the claim
+	if _, err := call(ctx, c, req("alice", key, `{}`), (&counter{}).handle); !errors.Is(err, idem.ErrExpired) {
+		t.Fatalf("past TTL+skew from the claim: %v, want ErrExpired (the window counts from the first request)", err)
+	}
+}
+
+// Keys are scoped by (principal, account): the same key under another
+// account of the same principal is another key.
+func testAccountScope(t *testing.T, h suite) {
+	ctx := context.Background()
+	c := h.caller(t, idem.Config{})
+	var r counter
+	key := newKey()
+	a := req("alice", key, `{"budget":1}`)
+	a.Account = "acct_1"
+	b := a
+	b.Account = "acct_2"
+	first, err := call(ctx, c, a, r.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := call(ctx, c, b, r.handle)
+	if err != nil || other.Replayed || other.Value == first.Value {
+		t.Fatalf("same key, another account: %+v, %v; want a fresh run", other, err)
+	}
+	again, err := call(ctx, c, a, r.handle)
+	if err != nil || !again.Replayed || again.Value != first.Value {
+		t.Fatalf("same key, same account: %+v, %v; want the replay", again, err)
+	}
+	if h.stored(t, backend.Ref{Principal: "alice", Key: key}) {
+		t.Fatal("the key is stored outside its account")
+	}
+	if r.runs.Load() != 2 {
+		t.Fatalf("%d runs, want 2", r.runs.Load())
+	}
+}
+
+// Reads and writes have budgets of their own: a principal that spent its
+// write budget can still make keyed reads, and the other way round. A
+// RATE_LIMITED request stores nothing, carries a retry hint, and runs once
+// the wait is over.
+func testBudgets(t *testing.T, h suite) {
+	ctx := context.Background()
+	c := h.caller(t, idem.Config{Limiter: idem.NewLimiter(idem.Limits{
+		Writes: idem.Rate{PerSecond: 20, Burst: 1}, Reads: idem.Rate{PerSecond: 20, Burst: 1},
+	})})
+	var r counter
+	write := func(key string) error { _, err := call(ctx, c, req("alice", key, `{}`), r.handle); return err }
+	read := func(key string) error {
+		q := req("alice", key, `{}`)
+		q.Read = true
+		q.Operation = "get_media_buys"
+		_, err := call(ctx, c, q, r.handle)
+		return err
+	}
+	if err := write(newKey()); err != nil {
+		t.Fatal(err)
+	}
+	limited := newKey()
+	err := write(limited)
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrRateLimited) || !errors.As(err, &e) || e.RetryAfter <= 0 || idem.Wire(err).RetryAfter < 1 {
+		t.Fatalf("second write: %v, want RATE_LIMITED with retry_after", err)
+	}
+	if h.stored(t, backend.Ref{Principal: "alice", Key: limited}) {
+		t.Fatal("a rate-limited request was stored")
+	}
+	if err := read(newKey()); err != nil {
+		t.Fatalf("a read with the write budget spent: %v", err)
+	}
+	if err := read(newKey()); !errors.Is(err, idem.ErrRateLimited) {
+		t.Fatalf("second read: %v, want RATE_LIMITED", err)
+	}
+	time.Sleep(e.RetryAfter + 10*time.Millisecond) // the wait the answer asked for
+	if err := write(limited); err != nil {
+		t.Fatalf("the rate-limited request after its wait: %v, want it to run", err)
+	}
+}
+
+// Answers are sealed at rest with the scope and key as associated data:
+// the stored bytes hold no plaintext, an answer copied to another key does
+// not open, keys rotate without losing old answers, and an answer sealed
+// under a retired key is ErrUnreadable with its own outcome.
+func testEncryptedAtRest(t *testing.T, h suite) {
+	ctx := context.Background()
+	k1, k2 := make([]byte, 32), make([]byte, 32)
+	for i := range k1 {
+		k1[i], k2[i] = byte(i), byte(i+100)
+	}
+	ring1, err := idem.NewKeyRing("k1", map[string][]byte{"k1": k1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := h.caller(t, idem.Config{Sealer: ring1})
+	secret := "mb_secret_" + newKey()
+	key := newKey()
+	first, err := call(ctx, c, req("alice", key, `{}`), func(context.Context) (answer, error) { return answer{MediaBuyID: secret}, nil })
+	if err != nil || first.Value.MediaBuyID != secret || !strings.Contains(string(first.Response), secret) {
+		t.Fatalf("first call: %+v, %v", first, err)
+	}
+	stored := h.storedResponse(t, backend.Ref{Principal: "alice", Key: key})
+	if len(stored) == 0 || strings.Contains(string(stored), secret) || strings.Contains(string(stored), "media_buy_id") {
+		t.Fatalf("the stored answer is not sealed: %q", stored)
+	}
+	if res, err := call(ctx, c, req("alice", key, `{}`), (&counter{}).handle); err != nil || !res.Replayed || res.Value.MediaBuyID != secret {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	// Rotation: k2 seals new answers, k1 still opens the old one.
+	ring2, err := idem.NewKeyRing("k2", map[string][]byte{"k1": k1, "k2": k2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := h.caller(t, idem.Config{Sealer: ring2})
+	if res, err := call(ctx, c2, req("alice", key, `{}`), (&counter{}).handle); err != nil || !res.Replayed || res.Value.MediaBuyID != secret {
+		t.Fatalf("replay after rotation: %+v, %v", res, err)
+	}
+	key2 := newKey()
+	if _, err := call(ctx, c2, req("alice", key2, `{}`), func(context.Context) (answer, error) { return answer{MediaBuyID: secret}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if s2 := h.storedResponse(t, backend.Ref{Principal: "alice", Key: key2}); len(s2) < 4 || string(s2[2:4]) != "k2" {
+		t.Fatalf("a new answer after rotation is not sealed under k2: %q", s2)
+	}
+	// k1 retired: its answers no longer open.
+	var outcomes []idem.Outcome
+	ring3, _ := idem.NewKeyRing("k2", map[string][]byte{"k2": k2})
+	c3 := h.caller(t, idem.Config{Sealer: ring3, Observer: idem.ObserverFunc(func(_ context.Context, o idem.Observation) { outcomes = append(outcomes, o.Outcome) })})
+	_, err = call(ctx, c3, req("alice", key, `{}`), (&counter{}).handle)
+	if !errors.Is(err, idem.ErrUnreadable) || idem.Wire(err).Code != "CONFIGURATION_ERROR" || len(outcomes) != 1 || outcomes[0] != idem.OutcomeUnreadable {
+		t.Fatalf("answer under a retired key: %v (outcomes %v), want ErrUnreadable", err, outcomes)
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Fatal("the error reveals the answer")
+	}
+	// An answer copied to another principal's key does not open there.
+	if h.Backend != nil {
+		ref := backend.Ref{Principal: "mallory", Key: key}
+		mustClaim(t, h, h.claim(t, ref, "copier"))
+		if err := h.Backend.Complete(ctx, h.completion(ref, "copier", string(stored))); err != nil {
+			t.Fatal(err)
+		}
+		c4 := h.caller(t, idem.Config{Sealer: ring1})
+		q := req("mallory", key, `{"a":1}`) // the claim above hashed {"a":1}
+		if _, err := call(ctx, c4, q, (&counter{}).handle); !errors.Is(err, idem.ErrUnreadable) {
+			t.Fatalf("an answer copied to another principal: %v, want ErrUnreadable", err)
+		}
+	}
+}
+
+// A Guard owner that died (it never renews) blocks its key until its lease
+// ends, which is never past the in-flight bound: then the key runs again.
+func testDeadOwnerBound(t *testing.T, h suite) {
+	ctx := context.Background()
+	c := h.caller(t, idem.Config{InFlightMax: time.Minute, Lease: 20 * time.Second})
+	key := newKey()
+	ref := backend.Ref{Principal: "alice", Key: key}
+	dead := h.claim(t, ref, "dead-owner")
+	dead.Lease = 20 * time.Second
+	dead.Operation, dead.Hash = "create_media_buy", hashOf(t, `{}`)
+	mustClaim(t, h, dead)
+	var r counter
+	_, err := call(ctx, c, req("alice", key, `{}`), r.handle)
+	var e *idem.Error
+	if !errors.Is(err, idem.ErrInFlight) || !errors.As(err, &e) || e.RetryAfter < time.Second || e.RetryAfter > time.Minute {
+		t.Fatalf("while the dead owner's lease runs: %v, want IN_FLIGHT with retry_after within the bound", err)
+	}
+	if w := idem.Wire(err); w.RetryAfter < 1 || w.RetryAfter > 60 || w.Recovery != "transient" {
+		t.Fatalf("wire form %+v, want retry_after in [1, 60] and recovery transient", w)
+	}
+	h.Advance(20*time.Second + time.Millisecond)
+	if res, err := call(ctx, c, req("alice", key, `{}`), r.handle); err != nil || res.Replayed || r.runs.Load() != 1 {
+		t.Fatalf("after the dead owner's lease: %+v, %v; want a fresh run", res, err)
 	}
 }

@@ -541,3 +541,38 @@ func TestHardeningDuplicatesDoNotStarvePool(t *testing.T) {
 		t.Fatalf("%d of 8 duplicates replayed", replays.Load())
 	}
 }
+
+// AdCP 3.2 in-flight bound, on RunInTx: a hung owner (its handler ignores
+// its context and sits on the transaction) loses its claim at the bound:
+// Postgres ends the idle transaction, a duplicate from another replica runs
+// the work, and exactly one run commits.
+func TestInFlightBoundHungRunInTxOwner(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	s := newStore(t, &idem.Config{InFlightMax: time.Second, WaitLimit: 10 * time.Second})
+	key := newKey()
+	holding := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		_, err := idem.RunInTx(ctx, s, pool, request("alice", key, payload), func(ctx context.Context, tx pgx.Tx) (buy, error) {
+			b, err := createBuy("alice", 1)(ctx, tx)
+			close(holding)
+			time.Sleep(3 * time.Second) // hung: ignores its context, holds the transaction
+			return b, err
+		})
+		first <- err
+	}()
+	<-holding
+	other := newStore(t, &idem.Config{InFlightMax: time.Second, WaitLimit: 10 * time.Second}) // another replica
+	res, err := idem.RunInTx(ctx, other, pool, request("alice", key, payload), createBuy("alice", 1))
+	if err != nil || res.Replayed {
+		t.Fatalf("duplicate after the hung owner's bound: %+v, %v; want a fresh run", res, err)
+	}
+	if err := <-first; err == nil {
+		t.Fatal("the hung owner committed after its bound")
+	}
+	if n := buys(t, pool); n != 1 {
+		t.Fatalf("%d media buys committed, want 1", n)
+	}
+}

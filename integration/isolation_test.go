@@ -184,8 +184,8 @@ func TestReliabilityIsolation(t *testing.T) {
 			wire, _ := json.Marshal(idem.Wire(err))
 			var fields map[string]any
 			_ = json.Unmarshal(wire, &fields)
-			if len(fields) != 2 || fields["code"] != "IDEMPOTENCY_CONFLICT" {
-				t.Fatalf("conflict wire form %s, want code and message only", wire)
+			if len(fields) != 3 || fields["code"] != "IDEMPOTENCY_CONFLICT" || fields["recovery"] != "correctable" {
+				t.Fatalf("conflict wire form %s, want code, message and recovery only", wire)
 			}
 			stored, _ := idem.CanonicalJSONSHA256([]byte(chaosPayload(5000)))
 			sent, _ := idem.CanonicalJSONSHA256([]byte(chaosPayload(1234)))
@@ -200,7 +200,7 @@ func TestReliabilityIsolation(t *testing.T) {
 			}
 		})
 	}
-	figure(t, "isolation", "%d backends (RunInTx, PostgresBackend, redisstore, memstore): %d checks passed (another principal with the same key and payload, with another payload, with a look-alike principal, while the key is in flight: always a fresh execution without waiting; the owner's replays unaffected; conflict errors carry code and message only, no hash, key or stored data)",
+	figure(t, "isolation", "%d backends (RunInTx, PostgresBackend, redisstore, memstore): %d checks passed (another principal with the same key and payload, with another payload, with a look-alike principal, while the key is in flight: always a fresh execution without waiting; the owner's replays unaffected; conflict errors carry code, message and recovery only, no hash, key or stored data)",
 		len(backends), checks)
 }
 

@@ -2,12 +2,15 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,6 +67,45 @@ var buildSeller = sync.OnceValues(func() (string, error) {
 
 var servingLine = regexp.MustCompile(`serving MCP at (http://\S+)`)
 
+// sellerKey seals the answers of every seller process the tests start.
+var sellerKey = []byte("0123456789abcdef0123456789abcdef")
+
+// sellerAnswers opens the answers that seller processes stored (sealed with
+// sellerKey) and returns, per idempotency key, the media_buy_id each names.
+func sellerAnswers(t testing.TB, pool *pgxpool.Pool) map[string]string {
+	t.Helper()
+	ring, err := idem.NewKeyRing("test", map[string][]byte{"test": sellerKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pool.Query(context.Background(), `SELECT principal_id, account_id, key, operation, response FROM idempotency_keys WHERE response IS NOT NULL`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var principal, account, key, op string
+		var stored []byte
+		if err := rows.Scan(&principal, &account, &key, &op, &stored); err != nil {
+			t.Fatal(err)
+		}
+		plain, err := idem.OpenStoredAnswer(ring, principal, account, key, op, stored)
+		if err != nil {
+			t.Fatalf("opening the answer of %s: %v", op, err)
+		}
+		var a struct {
+			MediaBuyID string `json:"media_buy_id"`
+		}
+		_ = json.Unmarshal(plain, &a)
+		out[key] = a.MediaBuyID
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // sellerProcess starts the real command on a free loopback port and returns
 // it with its MCP URL; it is killed when t ends.
 func sellerProcess(t *testing.T, args ...string) (*child, string) {
@@ -72,7 +114,11 @@ func sellerProcess(t *testing.T, args ...string) (*child, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := startChild(exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...))
+	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	// One key for every seller process of the test run: processes that
+	// share a database must open each other's answers.
+	cmd.Env = append(os.Environ(), "ADCP_SELLER_ENCRYPTION_KEYS=test="+base64.StdEncoding.EncodeToString(sellerKey))
+	c, err := startChild(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +197,16 @@ func TestTwoSellerProcessesOneKey(t *testing.T) {
 	sellertest.CreateConcurrently(t, []string{urlA, urlB}, "two-processes-"+randomID(8), 10)
 	if b := count(t, pool, `SELECT count(*) FROM seller_media_buys`); b != 1 {
 		t.Fatalf("%d media buys, want 1", b)
+	}
+	// The answer both processes replay is sealed at rest: nothing of the
+	// media buy is readable in the table.
+	var id string
+	var stored []byte
+	if err := pool.QueryRow(context.Background(), `SELECT b.media_buy_id, k.response FROM seller_media_buys b, idempotency_keys k`).Scan(&id, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) == 0 || stored[0] != 0x01 || strings.Contains(string(stored), id) || strings.Contains(string(stored), "media_buy_id") {
+		t.Fatalf("the stored answer is readable: %q", stored)
 	}
 }
 

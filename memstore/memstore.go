@@ -55,6 +55,7 @@ type entry struct {
 	hash      backend.Hash
 	response  []byte // nil while in flight
 	owner     string // set while in flight
+	createdAt time.Time // when the key was claimed: the replay window counts from it
 	expiresAt time.Time
 	freeAt    time.Time // when the background sweeper may delete it
 }
@@ -117,6 +118,8 @@ func (s *Store) shard(ref backend.Ref) *shard {
 	h.SetSeed(s.seed)
 	h.WriteString(ref.Principal)
 	h.WriteByte(0)
+	h.WriteString(ref.Account)
+	h.WriteByte(0)
 	h.WriteString(ref.Key)
 	return &s.shards[h.Sum64()%shardCount]
 }
@@ -145,7 +148,7 @@ func (s *Store) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, err
 	expires := now.Add(c.Lease)
 	sh.entries[c.Ref] = &entry{
 		operation: c.Operation, hash: c.Hash, owner: c.Owner,
-		expiresAt: expires, freeAt: expires.Add(c.Retention),
+		createdAt: now, expiresAt: expires, freeAt: expires.Add(c.Retention),
 	}
 	return nil, nil
 }
@@ -171,7 +174,6 @@ func (s *Store) Renew(ctx context.Context, r backend.Renewal) error {
 // Complete implements [backend.Backend].
 func (s *Store) Complete(_ context.Context, c backend.Completion) error {
 	sh := s.shard(c.Ref)
-	now := now(c.At)
 	response := slices.Clip(bytes.Clone(c.Response)) // callers may append to what Get returns
 	if response == nil {
 		response = []byte("null")
@@ -183,7 +185,7 @@ func (s *Store) Complete(_ context.Context, c backend.Completion) error {
 		return backend.ErrNotOwner
 	}
 	e.response, e.owner = response, ""
-	e.expiresAt = now.Add(c.TTL)
+	e.expiresAt = e.createdAt.Add(c.TTL)
 	e.freeAt = e.expiresAt.Add(c.Retention)
 	return nil
 }

@@ -6,10 +6,10 @@
 -- a concurrent uncommitted claim is waited for up to lock_timeout. Claimed
 -- is NULL when the key changed hands on every attempt.
 SELECT * FROM idempotency_key_claim(
-    sqlc.arg('principal_id')::text, sqlc.arg('key')::text, sqlc.arg('operation')::text,
-    sqlc.arg('request_hash')::bytea, sqlc.arg('owner_token')::text,
+    sqlc.arg('principal_id')::text, sqlc.arg('account_id')::text, sqlc.arg('key')::text,
+    sqlc.arg('operation')::text, sqlc.arg('request_hash')::bytea, sqlc.arg('owner_token')::text,
     sqlc.arg('expires_ms')::bigint, sqlc.arg('retention_ms')::bigint,
-    sqlc.arg('lock_timeout')::text, sqlc.narg('now')::timestamptz);
+    sqlc.arg('lock_timeout')::text, sqlc.arg('idle_timeout')::text, sqlc.narg('now')::timestamptz);
 
 -- name: IdempotencyKeyGet :one
 -- IdempotencyKeyGet reads the row for a key together with the clock the
@@ -17,7 +17,7 @@ SELECT * FROM idempotency_key_claim(
 SELECT operation, request_hash, response, owner_token, created_at, expires_at,
        coalesce(sqlc.narg('now')::timestamptz, statement_timestamp())::timestamptz AS db_now
 FROM idempotency_keys
-WHERE principal_id = sqlc.arg('principal_id') AND key = sqlc.arg('key');
+WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account_id') AND key = sqlc.arg('key');
 
 -- name: IdempotencyKeyRenew :execrows
 -- IdempotencyKeyRenew extends the lease of an in-flight key to lease_ms from
@@ -26,28 +26,29 @@ WHERE principal_id = sqlc.arg('principal_id') AND key = sqlc.arg('key');
 UPDATE idempotency_keys AS k
 SET expires_at = clock.now + sqlc.arg('lease_ms')::bigint * interval '1 millisecond'
 FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, statement_timestamp()) AS now) AS clock
-WHERE k.principal_id = sqlc.arg('principal_id') AND k.key = sqlc.arg('key')
+WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
   AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL;
 
 -- name: IdempotencyKeyComplete :execrows
 -- IdempotencyKeyComplete stores the response of an in-flight key, but only for
 -- its owner: a request whose claim was taken over affects no row. The stored
--- answer is replayed for ttl_ms from now; with ttl_ms NULL, expires_at stays
--- as the claim set it, which lets Postgres update the row in place (HOT, no
--- index entries) as RunInTx does.
+-- answer is replayed for ttl_ms from the claim (retention counts from the
+-- first accepted request, never from a later step); with ttl_ms NULL,
+-- expires_at stays as the claim set it, which lets Postgres update the row
+-- in place (HOT, no index entries) as RunInTx does.
 UPDATE idempotency_keys AS k
 SET response    = sqlc.arg('response'),
     owner_token = NULL,
-    expires_at  = coalesce(clock.now + sqlc.narg('ttl_ms')::bigint * interval '1 millisecond', k.expires_at)
+    expires_at  = coalesce(k.created_at + sqlc.narg('ttl_ms')::bigint * interval '1 millisecond', k.expires_at)
 FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, statement_timestamp()) AS now) AS clock
-WHERE k.principal_id = sqlc.arg('principal_id') AND k.key = sqlc.arg('key')
+WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
   AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL;
 
 -- name: IdempotencyKeyRelease :execrows
 -- IdempotencyKeyRelease deletes an in-flight key, but only for its owner, so
 -- that a retry runs the work again.
 DELETE FROM idempotency_keys
-WHERE principal_id = sqlc.arg('principal_id') AND key = sqlc.arg('key')
+WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account_id') AND key = sqlc.arg('key')
   AND owner_token = sqlc.arg('owner_token')::text AND response IS NULL;
 
 -- name: IdempotencyKeyDeleteExpired :execrows
@@ -56,7 +57,7 @@ WHERE principal_id = sqlc.arg('principal_id') AND key = sqlc.arg('key')
 -- index. Rows locked by a running request are skipped, not waited for.
 DELETE FROM idempotency_keys AS k
 USING (
-    SELECT e.principal_id, e.key
+    SELECT e.principal_id, e.account_id, e.key
     FROM idempotency_keys AS e
     WHERE e.expires_at < coalesce(sqlc.narg('now')::timestamptz, statement_timestamp())
                          - sqlc.arg('retention_ms')::bigint * interval '1 millisecond'
@@ -64,4 +65,11 @@ USING (
     LIMIT sqlc.arg('max_rows')::int
     FOR UPDATE SKIP LOCKED
 ) AS doomed
-WHERE k.principal_id = doomed.principal_id AND k.key = doomed.key;
+WHERE k.principal_id = doomed.principal_id AND k.account_id = doomed.account_id AND k.key = doomed.key;
+
+-- name: IdempotencyRateTake :one
+-- IdempotencyRateTake takes a token from a shared bucket: 0 when it did,
+-- otherwise the seconds until one is there.
+SELECT wait_seconds::double precision FROM idempotency_rate_take(
+    sqlc.arg('bucket')::text, sqlc.arg('rate')::double precision, sqlc.arg('burst')::double precision,
+    sqlc.narg('now')::timestamptz);

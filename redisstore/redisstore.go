@@ -160,11 +160,18 @@ func (s *Store) masters(ctx context.Context) ([]redis.Cmdable, error) {
 // key is the Redis key of ref's entry:
 //
 //	<prefix>:{<principal as unpadded base64url>:<key>}
+//	<prefix>:{<principal as unpadded base64url>.<account as unpadded base64url>:<key>}
 //
-// base64url has no ':', so the first ':' inside the braces ends the
-// principal and no two refs share a key, whatever their principals hold.
+// the second when the request names an account. base64url has neither '.'
+// nor ':', so the first ':' inside the braces ends the scope and no two refs
+// share a key, whatever their principals and accounts hold; the braces put
+// every entry of a key in one Cluster slot.
 func (s *Store) key(ref backend.Ref) string {
-	return s.prefix + ":{" + base64.RawURLEncoding.EncodeToString([]byte(ref.Principal)) + ":" + ref.Key + "}"
+	scope := base64.RawURLEncoding.EncodeToString([]byte(ref.Principal))
+	if ref.Account != "" {
+		scope += "." + base64.RawURLEncoding.EncodeToString([]byte(ref.Account))
+	}
+	return s.prefix + ":{" + scope + ":" + ref.Key + "}"
 }
 
 // pattern matches every entry key of this store, for SCAN.

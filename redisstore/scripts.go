@@ -12,6 +12,8 @@ import "github.com/redis/go-redis/v9"
 //	exp    ExpiresAt in milliseconds since the epoch, on the Redis clock:
 //	       the end of the lease while in flight, of the replay window once
 //	       completed
+//	at     when the key was claimed (milliseconds): the replay window
+//	       counts from it
 //	resp   the stored answer; absent while in flight
 //
 // Every script that needs the time reads it from Redis (TIME), unless
@@ -51,17 +53,17 @@ if e[1] then
 end
 local lease = tonumber(ARGV[5])
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'op', ARGV[2], 'hash', ARGV[3], 'owner', ARGV[4], 'exp', string.format('%d', now + lease))
+redis.call('HSET', KEYS[1], 'op', ARGV[2], 'hash', ARGV[3], 'owner', ARGV[4], 'exp', string.format('%d', now + lease), 'at', string.format('%d', now))
 redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, lease + tonumber(ARGV[6]))))
 return {1, now}
 `)
 
 // completeScript: ARGV = clock, owner, response, ttl ms, retention ms.
-// Returns 1 when the answer is stored, 0 when owner does not own the
-// in-flight entry. A completion resent by the same owner with the same
+// Returns 1 when the answer is stored, replayed for ttl from the claim,
+// 0 when owner does not own the in-flight entry. A completion resent by the same owner with the same
 // answer after a lost reply finds it stored and succeeds again.
 var completeScript = redis.NewScript(nowMS + `
-local e = redis.call('HMGET', KEYS[1], 'owner', 'resp')
+local e = redis.call('HMGET', KEYS[1], 'owner', 'resp', 'at')
 if e[1] ~= ARGV[2] then
 	return 0
 end
@@ -71,9 +73,9 @@ if e[2] then
 	end
 	return 0
 end
-local ttl = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], 'resp', ARGV[3], 'exp', string.format('%d', now + ttl))
-redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, ttl + tonumber(ARGV[5]))))
+local exp = tonumber(e[3] or now) + tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], 'resp', ARGV[3], 'exp', string.format('%d', exp))
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.max(1, exp - now + tonumber(ARGV[5]))))
 return 1
 `)
 

@@ -14,6 +14,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -46,7 +47,8 @@ func run() error {
 	tokens := flag.String("tokens", os.Getenv("ADCP_SELLER_TOKENS"), "accepted bearer tokens as principal=token,... (env ADCP_SELLER_TOKENS); empty makes up a dev token")
 	dev := flag.Bool("dev", false, "development mode: allow http:// and loopback webhook URLs")
 	ttl := flag.Duration("replay-ttl", 24*time.Hour, "idempotency replay window (1h to 168h)")
-	rate := flag.Float64("insert-rate", 60, "new idempotency keys per second per principal (bursts of 5x); 0 disables the limit")
+	keys := flag.String("encryption-keys", os.Getenv("ADCP_SELLER_ENCRYPTION_KEYS"), "keys that seal stored answers at rest, as id=base64(32 bytes),... the first sealing new answers, the others opening old ones (env ADCP_SELLER_ENCRYPTION_KEYS); -dev makes one up")
+	rate := flag.Float64("insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -54,10 +56,17 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl}}
+	sealer, madeUp, err := keyRing(*keys, *dev)
+	if err != nil {
+		return err
+	}
+	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl, Sealer: sealer}}
 	switch {
 	case *rate > 0:
-		cfg.Idempotency.Limiter = idem.NewLimiter(*rate, max(1, int(*rate*5)))
+		cfg.Idempotency.Limiter = idem.NewLimiter(idem.Limits{
+			Writes: idem.Rate{PerSecond: *rate, Burst: max(1, int(*rate*5))},
+			Reads:  idem.Rate{PerSecond: *rate * 5, Burst: max(1, int(*rate*25))},
+		})
 	default:
 		cfg.Idempotency.Limiter = idem.Unlimited
 	}
@@ -85,6 +94,9 @@ func run() error {
 	}
 	url := "http://" + ln.Addr().String() + "/mcp"
 	fmt.Printf("adcp-seller: serving MCP at %s (storage: %s)\n", url, s.Mode())
+	if madeUp {
+		fmt.Println("adcp-seller: sealing stored answers with a key made up for this run (-dev); they will not open after a restart: set -encryption-keys to keep them")
+	}
 	if devToken != "" {
 		fmt.Printf("adcp-seller: dev token (principal %q): %s\n", "dev", devToken)
 	}
@@ -130,4 +142,40 @@ func parseTokens(spec string) (map[string]string, string, error) {
 	token := "dev_" + hex.EncodeToString(b)
 	m[token] = "dev"
 	return m, token, nil
+}
+
+// keyRing reads -encryption-keys (id=base64,...; the first seals). Without
+// keys, -dev makes one up for the run; otherwise the seller refuses to
+// start, so that no answer is ever stored in plaintext.
+func keyRing(spec string, dev bool) (*idem.KeyRing, bool, error) {
+	keys := map[string][]byte{}
+	current := ""
+	for _, pair := range strings.Split(spec, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		id, b64, ok := strings.Cut(pair, "=")
+		key, err := base64.StdEncoding.DecodeString(b64)
+		if !ok || id == "" || err != nil {
+			return nil, false, fmt.Errorf("-encryption-keys: an entry is not id=base64(32 bytes)")
+		}
+		if current == "" {
+			current = id
+		}
+		keys[id] = key
+	}
+	if current == "" {
+		if !dev {
+			return nil, false, errors.New("-encryption-keys (or ADCP_SELLER_ENCRYPTION_KEYS) is required: stored answers are sealed at rest; -dev makes up a key for one run")
+		}
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		current, keys["dev"] = "dev", key
+	}
+	ring, err := idem.NewKeyRing(current, keys)
+	if err != nil {
+		return nil, false, fmt.Errorf("-encryption-keys: %w", err)
+	}
+	return ring, len(spec) == 0, nil
 }

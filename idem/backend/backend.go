@@ -64,7 +64,9 @@ type Backend interface {
 	Renew(ctx context.Context, r Renewal) error
 
 	// Complete stores c.Response as the answer for c.Ref, replayed for c.TTL
-	// from now, if c.Owner still owns the in-flight entry. Otherwise it
+	// from the time the entry was claimed (retention counts from the first
+	// accepted request, never from a later step), if c.Owner still owns the
+	// in-flight entry. Otherwise it
 	// changes nothing and returns an error matching [ErrNotOwner]. A
 	// completion resent by the owner with the same response after a lost
 	// reply may succeed again.
@@ -84,9 +86,12 @@ type Backend interface {
 	Sweep(ctx context.Context, s SweepRequest) (int, error)
 }
 
-// Ref names an entry: a key in a principal's namespace.
+// Ref names an entry: a key in the namespace of a principal and, when the
+// request names one, an account (AdCP scopes keys by both). Backends keep
+// every lookup within the whole Ref.
 type Ref struct {
 	Principal string
+	Account   string // "" when the request names no account
 	Key       string
 }
 
@@ -135,7 +140,7 @@ type Completion struct {
 	// value (or a marker of this package that no answer could be stored).
 	Response []byte
 	// TTL is how long the answer is replayed; the entry's ExpiresAt becomes
-	// now + TTL.
+	// the claim's time + TTL.
 	TTL time.Duration
 	// Retention is how long past ExpiresAt the entry is kept as a tombstone.
 	// Backends that expire records by themselves (Redis) or sweep them in the

@@ -273,7 +273,7 @@ func storyboard(t *testing.T, env Env) {
 	conflictArgs["end_time"] = "2026-09-30T23:59:59Z"
 	conflict := Call(t, cs, "create_media_buy", conflictArgs)
 	e := conflict.ErrorObject(t)
-	if e["code"] != "IDEMPOTENCY_CONFLICT" || len(e) != 2 || e["message"] == "" {
+	if e["code"] != "IDEMPOTENCY_CONFLICT" || e["message"] == "" || e["recovery"] != "correctable" || len(e) != 3 {
 		t.Fatalf("conflict adcp_error = %v, want code and message only", e)
 	}
 	if conflict.Body["context"].(map[string]any)["correlation_id"] != "conflict" || strings.Contains(conflict.Raw, "5000") {
