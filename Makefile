@@ -18,7 +18,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 ## MODULES: every module of the repository (go.work ties them together);
 ## LIB_MODULES are those whose unit tests need no Docker.
-MODULES     := . migrations redisstore adcpmcp adcpa2a httpsig idemotel cmd/adcp-seller integration
+MODULES     := . migrations redisstore adcpmcp adcpa2a httpsig idemotel webhook webhook/riverdelivery cmd/adcp-seller integration
 LIB_MODULES := $(filter-out integration,$(MODULES))
 
 vet:
@@ -130,8 +130,8 @@ reliability:
 		-run '^TestReliability' -skip '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/chaos.log) || failed="$$failed chaos"; \
 	(cd integration && IDEM_RELIABILITY_FIGURES=$$out/figures.txt IDEM_RELIABILITY_SOAK=$(SOAK) $(GO) test -tags chaos -count=1 -v -timeout 60m \
 		-run '^TestReliabilitySoak$$' ./... 2>&1 | show $$out/soak.log) || failed="$$failed soak"; \
-	for target in idem:FuzzValidateKey idem:FuzzPrepare idem/internal/jcs:FuzzCanonicalize adcpmcp:FuzzMutatingArguments adcpa2a:FuzzA2ARequest httpsig:FuzzParseSignatureHeaders; do \
-		pkg=$${target%%:*}; fn=$${target#*:}; dir=.; case $$pkg in adcpmcp|adcpa2a|httpsig) dir=$$pkg; pkg=.;; esac; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+	for target in idem:FuzzValidateKey idem:FuzzPrepare idem/internal/jcs:FuzzCanonicalize adcpmcp:FuzzMutatingArguments adcpa2a:FuzzA2ARequest httpsig:FuzzParseSignatureHeaders webhook:FuzzCheckURL; do \
+		pkg=$${target%%:*}; fn=$${target#*:}; dir=.; case $$pkg in adcpmcp|adcpa2a|httpsig|webhook) dir=$$pkg; pkg=.;; esac; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
 		(cd $$dir && $(GO) test ./$$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) 2>&1 | tee -a $$out/fuzz.log | tail -3) || failed="$$failed $$fn"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "reliability: failed:$$failed (logs in $(RELIABILITY_OUT)/)"; exit 1; fi; \

@@ -6,21 +6,30 @@ replace (
 	github.com/adcp-go/idempotency => ../
 	github.com/adcp-go/idempotency/adcpmcp => ../adcpmcp
 	github.com/adcp-go/idempotency/cmd/adcp-seller => ../cmd/adcp-seller
+	github.com/adcp-go/idempotency/httpsig => ../httpsig
 	github.com/adcp-go/idempotency/migrations => ../migrations
 	github.com/adcp-go/idempotency/redisstore => ../redisstore
+	github.com/adcp-go/idempotency/webhook => ../webhook
+	github.com/adcp-go/idempotency/webhook/riverdelivery => ../webhook/riverdelivery
 )
 
 require (
 	github.com/adcp-go/idempotency v0.0.0-00010101000000-000000000000
 	github.com/adcp-go/idempotency/cmd/adcp-seller v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/httpsig v0.0.0-00010101000000-000000000000
 	github.com/adcp-go/idempotency/migrations v0.0.0-00010101000000-000000000000
 	github.com/adcp-go/idempotency/redisstore v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/webhook v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/webhook/riverdelivery v0.0.0-00010101000000-000000000000
 	github.com/gowebpki/jcs v1.0.2
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/moby/moby/client v0.6.2
 	github.com/modelcontextprotocol/go-sdk v1.8.0
 	github.com/pressly/goose/v3 v3.30.1
 	github.com/redis/go-redis/v9 v9.23.0
+	github.com/riverqueue/river v0.51.2
+	github.com/riverqueue/river/riverdriver/riverpgxv5 v0.51.2
+	github.com/riverqueue/river/rivertype v0.51.2
 	github.com/testcontainers/testcontainers-go v0.45.0
 	github.com/testcontainers/testcontainers-go/modules/postgres v0.45.0
 	github.com/testcontainers/testcontainers-go/modules/redis v0.45.0
@@ -41,6 +50,7 @@ require (
 	github.com/distribution/reference v0.6.0 // indirect
 	github.com/docker/go-connections v0.8.2 // indirect
 	github.com/docker/go-units v0.5.0 // indirect
+	github.com/dunglas/httpsfv v1.1.2 // indirect
 	github.com/ebitengine/purego v0.10.1 // indirect
 	github.com/felixge/httpsnoop v1.1.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -67,12 +77,18 @@ require (
 	github.com/opencontainers/go-digest v1.0.0 // indirect
 	github.com/opencontainers/image-spec v1.1.1 // indirect
 	github.com/power-devops/perfstat v0.0.0-20240221224432-82ca36839d55 // indirect
+	github.com/riverqueue/river/riverdriver v0.51.2 // indirect
+	github.com/riverqueue/river/rivershared v0.51.2 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/segmentio/encoding v0.5.4 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	github.com/shirou/gopsutil/v4 v4.26.6 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/stretchr/testify v1.12.1 // indirect
+	github.com/tidwall/gjson v1.20.0 // indirect
+	github.com/tidwall/match v1.2.0 // indirect
+	github.com/tidwall/pretty v1.2.1 // indirect
+	github.com/tidwall/sjson v1.2.5 // indirect
 	github.com/tklauser/go-sysconf v0.4.0 // indirect
 	github.com/tklauser/numcpus v0.12.0 // indirect
 	github.com/yosida95/uritemplate/v3 v3.0.2 // indirect

@@ -1,0 +1,21 @@
+module github.com/adcp-go/idempotency/webhook
+
+go 1.26.0
+
+require (
+	github.com/adcp-go/idempotency v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/httpsig v0.0.0-00010101000000-000000000000
+)
+
+require (
+	github.com/dunglas/httpsfv v1.1.2 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/pgx/v5 v5.12.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
+)
+
+replace (
+	github.com/adcp-go/idempotency => ../
+	github.com/adcp-go/idempotency/httpsig => ../httpsig
+)
