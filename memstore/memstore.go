@@ -53,8 +53,8 @@ type shard struct {
 type entry struct {
 	operation string
 	hash      backend.Hash
-	response  []byte // nil while in flight
-	owner     string // set while in flight
+	response  []byte    // nil while in flight
+	owner     string    // set while in flight
 	createdAt time.Time // when the key was claimed: the replay window counts from it
 	expiresAt time.Time
 	freeAt    time.Time // when the background sweeper may delete it
