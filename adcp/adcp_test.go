@@ -73,7 +73,7 @@ func TestVersions(t *testing.T) {
 	})
 	for i, tc := range []struct {
 		pin, want string
-		status    bool
+		versioned bool // adcp_version served (3.1 and later)
 	}{
 		{`"adcp_version":"3.2"`, "3.2", true},
 		{`"adcp_version":"3.1"`, "3.1", true},
@@ -82,7 +82,7 @@ func TestVersions(t *testing.T) {
 		{`"budget":1`, "3.2", true},                  // no pin: the latest
 	} {
 		a := answer(t, create(context.Background(), task("create_media_buy", fmt.Sprintf(`{"idempotency_key":"version-key-%010d",%s}`, i, tc.pin))))
-		if a["served"] != tc.want || (a["status"] == "completed") != tc.status || (a["adcp_version"] == tc.want) != tc.status {
+		if a["served"] != tc.want || a["status"] != "completed" || (a["adcp_version"] == tc.want) != tc.versioned {
 			t.Errorf("pin %s: %v, want %s", tc.pin, a, tc.want)
 		}
 	}

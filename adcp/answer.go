@@ -45,9 +45,10 @@ func EncodeBody(v any) (json.RawMessage, error) {
 	return json.Marshal(fields)
 }
 
-// SuccessAnswer answers with body at the root, plus replayed (when set), the
-// request's context (when sent) and, for AdCP 3.1 and later, the envelope's
-// status (completed, unless the body sets its own) and adcp_version.
+// SuccessAnswer answers with body at the root, plus the envelope's status
+// (completed, unless the body sets its own: AdCP 3.0 requires status on every
+// response too), replayed (when set), the request's context (when sent) and,
+// for AdCP 3.1 and later, adcp_version.
 func SuccessAnswer(v Version, body json.RawMessage, replayed *bool, reqContext json.RawMessage) Answer {
 	out := make([]byte, 0, len(body)+len(reqContext)+64)
 	out = append(out, body[:len(body)-1]...)
@@ -56,11 +57,11 @@ func SuccessAnswer(v Version, body json.RawMessage, replayed *bool, reqContext j
 			out = append(out, ',')
 		}
 	}
+	if !bytes.Contains(body, []byte(`"status"`)) || !hasMember(body, "status") {
+		sep()
+		out = append(out, `"status":"completed"`...)
+	}
 	if v.AtLeast(V3_1) {
-		if !bytes.Contains(body, []byte(`"status"`)) || !hasMember(body, "status") {
-			sep()
-			out = append(out, `"status":"completed"`...)
-		}
 		sep()
 		out = append(out, `"adcp_version":"`...)
 		out = append(out, v.String()...)
@@ -91,8 +92,8 @@ func hasMember(body json.RawMessage, name string) bool {
 	return ok
 }
 
-// ErrorAnswer answers with {adcp_error, context} (and, for AdCP 3.1 and
-// later, the envelope's status failed and adcp_version). An [*Error] keeps
+// ErrorAnswer answers with {adcp_error, status: failed, context} (and, for
+// AdCP 3.1 and later, adcp_version). An [*Error] keeps
 // its fields; an idem error is answered in its AdCP form (idem.Wire);
 // anything else becomes SERVICE_UNAVAILABLE without details, and is logged
 // (as are storage failures), never with keys or payloads.
@@ -119,9 +120,8 @@ func ErrorAnswer(opts *Options, v Version, reqContext json.RawMessage, err error
 		opts.logger().Error("adcp: handler failed", "error", err)
 		wire = idem.Wire(err) // SERVICE_UNAVAILABLE, no details
 	}
-	body := map[string]any{"adcp_error": wire}
+	body := map[string]any{"adcp_error": wire, "status": "failed"}
 	if v.AtLeast(V3_1) {
-		body["status"] = "failed"
 		body["adcp_version"] = v.String()
 	}
 	if len(reqContext) > 0 {

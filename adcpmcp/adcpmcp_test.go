@@ -121,10 +121,10 @@ func TestMutatingAnswers(t *testing.T) {
 		t.Fatalf("conflict answer: %v, want adcp_error, status, adcp_version and the context only", body)
 	}
 	// A client of AdCP 3.0 (adcp_major_version without adcp_version) gets
-	// 3.0's conflict: code and message only, no envelope fields.
+	// 3.0's conflict: code and message only, beside the envelope's status.
 	isErr, body = call(t, cs, map[string]any{"idempotency_key": key, "budget": 6, "adcp_major_version": 3})
 	e, _ = body["adcp_error"].(map[string]any)
-	if !isErr || e["code"] != "IDEMPOTENCY_CONFLICT" || len(e) != 2 || len(body) != 1 {
+	if !isErr || e["code"] != "IDEMPOTENCY_CONFLICT" || len(e) != 2 || len(body) != 2 || body["status"] != "failed" {
 		t.Fatalf("3.0 conflict: %v, want code and message only", body)
 	}
 	if *runs != 1 {
