@@ -89,7 +89,7 @@ type Task struct {
 	Tool string
 	// Principal is the authenticated caller ("" fails closed).
 	Principal string
-	// Arguments are the raw arguments; empty means {}.
+	// Arguments are the raw arguments; empty or null means {}.
 	Arguments json.RawMessage
 }
 

@@ -25,14 +25,14 @@ type Arguments struct {
 	AdcpVersion, AdcpMajorVersion json.RawMessage
 }
 
-// ParseArguments reads a task's arguments: a JSON object (empty input means
+// ParseArguments reads a task's arguments: a JSON object (empty input or null means
 // {}). The members this package reads are matched by their exact names, as
 // the canonical hash's exclusion list matches them: encoding/json would also
 // take "IDEMPOTENCY_KEY" for a struct field, so the members go through a
 // map. Anything but an object is INVALID_REQUEST.
 func ParseArguments(raw json.RawMessage) (Arguments, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		raw = json.RawMessage(`{}`)
+	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
+		raw = json.RawMessage(`{}`) // no arguments
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {

@@ -164,6 +164,12 @@ func NewSender(cfg *SenderConfig) (*Sender, error) {
 	return s, nil
 }
 
+// CloseIdleConnections closes the keep-alive connections the sender holds
+// to receivers. Call it when done with the Sender (they would otherwise
+// linger, with their goroutines, until they time out); the Sender stays
+// usable.
+func (s *Sender) CloseIdleConnections() { s.client.CloseIdleConnections() }
+
 // Retry returns the sender's retry policy, defaults applied.
 func (s *Sender) Retry() RetryPolicy { return s.retry }
 
