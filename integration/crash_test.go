@@ -114,8 +114,18 @@ func runChaosChild(raw string) {
 		points = sellerPoints
 	}
 	var armed, reachedTarget atomic.Bool
-	hook := func(_ context.Context, _ *pgx.Conn, step string, start bool, args []any, err error) {
+	// The request's connection: the one that claims the key. River runs
+	// its own transactions on the same pool; their commits and inserts are
+	// not the request's.
+	var reqConn atomic.Pointer[pgx.Conn]
+	hook := func(_ context.Context, conn *pgx.Conn, step string, start bool, args []any, err error) {
 		if !armed.Load() {
+			return
+		}
+		if step == stepClaim && start {
+			reqConn.Store(conn)
+		}
+		if (step == stepCommit || step == stepOutbox) && conn != reqConn.Load() {
 			return
 		}
 		if step == stepBuyInsert && start && len(args) > 0 {
@@ -147,7 +157,7 @@ func runChaosChild(raw string) {
 		fmt.Printf("DONE id=%d replayed=%v err=%v\n", res.Value.ID, res.Replayed, err)
 	case "seller":
 		s, err := seller.New(ctx, seller.Config{
-			Tokens: spec.Tokens, DB: pool, AllowLoopbackWebhooks: true, DispatchInterval: 50 * time.Millisecond,
+			Tokens: spec.Tokens, DB: pool, AllowLoopbackWebhooks: true,
 			Idempotency: &idem.Config{Limiter: idem.Unlimited}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err != nil {
@@ -413,7 +423,7 @@ func inProcessSeller(pool *pgxpool.Pool, log *slog.Logger) (url string, close fu
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s, err := seller.New(context.Background(), seller.Config{
-		Tokens: sellertest.Tokens(), DB: pool, AllowLoopbackWebhooks: true, DispatchInterval: 50 * time.Millisecond,
+		Tokens: sellertest.Tokens(), DB: pool, AllowLoopbackWebhooks: true,
 		Idempotency: &idem.Config{Limiter: idem.Unlimited}, Logger: log,
 	})
 	if err != nil {
@@ -535,9 +545,11 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		phase("sessions gone")
-		// The dead dispatcher's lease on its event would end after 60 s;
-		// end it now.
-		if _, err := pool.Exec(ctx, `UPDATE seller_webhook_outbox SET lease_until = NULL WHERE delivered_at IS NULL AND media_buy_id = ANY($1)`, childBuys); err != nil {
+		// A delivery job the dead child was running stays "running" until
+		// River's rescuer gives it back (RescueStuckJobsAfter); do what
+		// the rescuer does now, and make a retry due at once.
+		if _, err := pool.Exec(ctx, `UPDATE river_job SET state = 'available', scheduled_at = now() WHERE id IN (
+			SELECT w.id FROM `+sellerWebhooks+` WHERE w.state IN ('running', 'retryable') AND w.media_buy_id = ANY($1))`, childBuys); err != nil {
 			return err
 		}
 
@@ -583,7 +595,7 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 		// Wait until the buy's event is delivered, then check what arrived.
 		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			var pending int
-			if err := pool.QueryRow(ctx, `SELECT count(*) FROM seller_webhook_outbox WHERE media_buy_id = $1 AND delivered_at IS NULL`, buy).Scan(&pending); err != nil {
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+sellerWebhooks+` WHERE w.media_buy_id = $1 AND w.state <> 'completed'`, buy).Scan(&pending); err != nil {
 				return err
 			}
 			if pending == 0 {
@@ -597,13 +609,13 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 		var buys, events, stored int
 		if err := pool.QueryRow(ctx, `SELECT
 			(SELECT count(*) FROM seller_media_buys WHERE media_buy_id = $1),
-			(SELECT count(*) FROM seller_webhook_outbox WHERE media_buy_id = $1),
+			(SELECT count(*) FROM `+sellerWebhooks+` WHERE w.media_buy_id = $1),
 			(SELECT count(*) FROM idempotency_keys WHERE principal_id = $2 AND key = $3
 			   AND convert_from(response, 'UTF8')::jsonb->>'media_buy_id' = $1)`, buy, sellertest.Principal, key).Scan(&buys, &events, &stored); err != nil {
 			return err
 		}
 		if buys != 1 || events != 1 || stored != 1 {
-			return fmt.Errorf("%s: media buy %s: %d rows, %d outbox events, %d stored answers; want 1 each", key, buy, buys, events, stored)
+			return fmt.Errorf("%s: media buy %s: %d rows, %d webhook jobs, %d stored answers; want 1 each", key, buy, buys, events, stored)
 		}
 		got := receiver.deliveries(path)
 		keys := map[string]bool{}
@@ -637,7 +649,7 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 		var orphans int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM seller_media_buys b WHERE NOT EXISTS (
 			SELECT 1 FROM idempotency_keys k WHERE convert_from(k.response, 'UTF8')::jsonb->>'media_buy_id' = b.media_buy_id)
-			OR (SELECT count(*) FROM seller_webhook_outbox o WHERE o.media_buy_id = b.media_buy_id) <> 1`).Scan(&orphans); err != nil {
+			OR (SELECT count(*) FROM `+sellerWebhooks+` WHERE w.media_buy_id = b.media_buy_id) <> 1`).Scan(&orphans); err != nil {
 			t.Fatal(err)
 		}
 		if orphans != 0 {

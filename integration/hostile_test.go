@@ -79,7 +79,8 @@ func TestReliabilityHostileInputSeller(t *testing.T) {
 	post := func(body []byte) (int, []byte) { return postMCP(t, url, body) }
 	const key = "0b4c1e9a-7d2f-4f65-9a8e-3c1d2b7e6f50"
 	withKey := func(rest string) string {
-		return `{"idempotency_key":"` + key + `","packages":[{"product_id":"p","budget":1}]` + rest + `}`
+		return `{"idempotency_key":"` + key + `","account":{"brand":{"domain":"acme.example"},"operator":"acme.example"},"brand":{"domain":"acme.example"},` +
+			`"start_time":"asap","end_time":"2099-01-01T00:00:00Z","packages":[{"product_id":"test-product","pricing_option_id":"default","budget":1}]` + rest + `}`
 	}
 	big := func(n int) string { return withKey(`,"brand":"` + strings.Repeat("x", n) + `"`) }
 	const invalidKey = "INVALID_REQUEST (idempotency_key)"

@@ -234,8 +234,9 @@ func TestReliabilityLogsCarryNoKeysOrPayloads(t *testing.T) {
 	start := func(t *testing.T, memory bool) rig {
 		var logs syncBuffer
 		log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-		cfg := seller.Config{Tokens: tokens, AllowLoopbackWebhooks: true, DispatchInterval: 50 * time.Millisecond,
-			Idempotency: &idem.Config{Limiter: idem.Unlimited}, Logger: log}
+		cfg := seller.Config{Tokens: tokens, AllowLoopbackWebhooks: true,
+			Idempotency: &idem.Config{Limiter: idem.Unlimited}, Logger: log,
+			Sandbox: map[string]bool{sellertest.Principal: true, doomedPrincipal: true}}
 		doomedKey := newKey("storage-failure")
 		if !memory {
 			schema := newSchema(t)
@@ -263,6 +264,17 @@ func TestReliabilityLogsCarryNoKeysOrPayloads(t *testing.T) {
 		t.Cleanup(s.Close)
 		srv := httptest.NewServer(s.Handler())
 		t.Cleanup(srv.Close)
+		// The canary product, seeded through the test controller (whose
+		// requests must not leak into the logs either).
+		cs := sellertest.Connect(t, srv.URL+"/mcp", sellertest.Token)
+		for scenario, params := range map[string]map[string]any{
+			"seed_product":        {"product_id": logCanary + "-product", "fixture": map[string]any{"name": logCanary}},
+			"seed_pricing_option": {"product_id": logCanary + "-product", "pricing_option_id": logCanary + "-pricing", "fixture": map[string]any{"fixed_price": 1}},
+		} {
+			if a, err := callTool(cs, "comply_test_controller", map[string]any{"scenario": scenario, "params": params}); err != nil || a.Body["success"] != true {
+				t.Fatalf("%s: %v %s", scenario, err, a.Raw)
+			}
+		}
 		return rig{srv.URL + "/mcp", &logs, doomedKey}
 	}
 	assertClean := func(t *testing.T, logs *syncBuffer) {

@@ -249,12 +249,12 @@ const (
 	stepRead      = "read"
 	stepWrite     = "write" // the chaos handler's business write
 	stepBuyInsert = "buy_insert"
-	stepOutbox    = "outbox_insert"
+	stepOutbox    = "outbox_insert" // a River job insert: the webhook's delivery job
 	stepStore     = "store"
 	stepCommit    = "commit"
 	stepRollback  = "rollback"
 	stepRelease   = "release"
-	stepDelivered = "outbox_delivered"
+	stepDelivered = "outbox_delivered" // River records a job's outcome (completed after a delivery)
 )
 
 func stepOf(sql string) string {
@@ -283,9 +283,9 @@ func stepOf(sql string) string {
 		return stepRelease
 	case "MediaBuyInsert":
 		return stepBuyInsert
-	case "OutboxInsert":
+	case "JobInsertFastMany", "JobInsertFastManyNoReturning":
 		return stepOutbox
-	case "OutboxDelivered":
+	case "JobSetStateIfRunningMany":
 		return stepDelivered
 	}
 	return ""

@@ -24,9 +24,14 @@ import (
 
 func newSeller(t *testing.T, pool *pgxpool.Pool) *seller.Seller {
 	t.Helper()
+	return newSellerWith(t, pool, &idem.Config{Limiter: idem.Unlimited})
+}
+
+func newSellerWith(t *testing.T, pool *pgxpool.Pool, cfg *idem.Config) *seller.Seller {
+	t.Helper()
 	s, err := seller.New(context.Background(), seller.Config{
-		Tokens: sellertest.Tokens(), DB: pool, AllowLoopbackWebhooks: true,
-		Idempotency: &idem.Config{Limiter: idem.Unlimited}, DispatchInterval: 100 * time.Millisecond,
+		Tokens: sellertest.Tokens(), DB: pool, AllowLoopbackWebhooks: true, Idempotency: cfg,
+		Sandbox: map[string]bool{sellertest.Principal: true}, AccountSalt: []byte("a test account salt"), TaskDelay: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -42,13 +47,29 @@ func TestPostgresSeller(t *testing.T) {
 	t.Parallel()
 	pool := newSchema(t)
 	s := newSeller(t, pool)
-	sellertest.Run(t, sellertest.EnvFor(t, s))
-	// Every committed media buy has its stored answer, and vice versa.
+	env := sellertest.EnvFor(t, s)
+	sellertest.Run(t, env)
+	sellertest.Run32(t, env)
+	// Every committed media buy has its stored answer: the create's own,
+	// or, for a buy a task made, the submitted answer of its task.
 	orphans := count(t, pool, `SELECT count(*) FROM seller_media_buys b WHERE NOT EXISTS (
-		SELECT 1 FROM idempotency_keys k WHERE convert_from(k.response, 'UTF8')::jsonb->>'media_buy_id' = b.media_buy_id)`)
+		SELECT 1 FROM idempotency_keys k WHERE convert_from(k.response, 'UTF8')::jsonb->>'media_buy_id' = b.media_buy_id)
+	AND NOT EXISTS (
+		SELECT 1 FROM seller_tasks tk JOIN idempotency_keys k ON convert_from(k.response, 'UTF8')::jsonb->>'task_id' = tk.task_id
+		WHERE tk.status = 'completed' AND tk.result->>'media_buy_id' = b.media_buy_id)`)
 	if orphans != 0 {
 		t.Fatalf("%d media buys without a stored idempotent answer", orphans)
 	}
+}
+
+// The 3.2 idempotency storyboard's rate_limit_replay_invariant phase, on
+// Postgres.
+func TestPostgresSellerRateLimitNotReplayed(t *testing.T) {
+	t.Parallel()
+	s := newSellerWith(t, newSchema(t), &idem.Config{Limiter: idem.NewLimiter(idem.Limits{
+		Writes: idem.Rate{PerSecond: 1, Burst: 1}, Reads: idem.Rate{PerSecond: 100, Burst: 100},
+	})})
+	sellertest.RateLimitNotReplayed(t, sellertest.Start(t, s))
 }
 
 // buildSeller compiles cmd/adcp-seller once per test binary.
@@ -117,7 +138,11 @@ func sellerProcess(t *testing.T, args ...string) (*child, string) {
 	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
 	// One key for every seller process of the test run: processes that
 	// share a database must open each other's answers.
-	cmd.Env = append(os.Environ(), "ADCP_SELLER_ENCRYPTION_KEYS=test="+base64.StdEncoding.EncodeToString(sellerKey))
+	cmd.Env = append(os.Environ(), "ADCP_SELLER_ENCRYPTION_KEYS=test="+base64.StdEncoding.EncodeToString(sellerKey),
+		// One webhook signing key and one account salt for every process
+		// of a test, as replicas must share them.
+		"ADCP_SELLER_WEBHOOK_SIGNING_KEY=test="+base64.StdEncoding.EncodeToString(sellerKey),
+		"ADCP_SELLER_ACCOUNT_SALT="+base64.StdEncoding.EncodeToString(sellerKey[:16]))
 	c, err := startChild(cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -149,13 +174,11 @@ func TestSellerDeliversWebhookAfterCrash(t *testing.T) {
 	if created.IsError {
 		t.Fatalf("create: %s", created.Raw)
 	}
-	// Committed, with its event in the outbox; wait for a failed attempt to
-	// be recorded (its lease given back) so the kill lands between commit
-	// and delivery, not in the middle of an attempt, whose lease would delay
-	// the redelivery by a minute.
+	// Committed, with its delivery job in River; wait for a failed attempt
+	// to be recorded so the kill lands between commit and delivery, not in
+	// the middle of an attempt, whose job River would only rescue later.
 	waitFor(t, func() bool {
-		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox
-			WHERE attempts > 0 AND delivered_at IS NULL AND lease_until IS NULL`) == 1
+		return count(t, pool, `SELECT count(*) FROM `+sellerWebhooks+` WHERE w.attempt > 0 AND w.state = 'retryable'`) == 1
 	})
 	first.kill()
 	if n := len(receiver.Deliveries(hook)); n != 0 {
@@ -175,10 +198,10 @@ func TestSellerDeliversWebhookAfterCrash(t *testing.T) {
 		t.Fatalf("replay after restart = %s", replay.Raw)
 	}
 	waitFor(t, func() bool {
-		return count(t, pool, `SELECT count(*) FROM seller_webhook_outbox WHERE delivered_at IS NOT NULL`) == 1
+		return count(t, pool, `SELECT count(*) FROM `+sellerWebhooks+` WHERE w.state = 'completed'`) == 1
 	})
-	if b, o := count(t, pool, `SELECT count(*) FROM seller_media_buys`), count(t, pool, `SELECT count(*) FROM seller_webhook_outbox`); b != 1 || o != 1 {
-		t.Fatalf("%d media buys, %d outbox events; want 1 and 1", b, o)
+	if b, o := count(t, pool, `SELECT count(*) FROM seller_media_buys`), count(t, pool, `SELECT count(*) FROM `+sellerWebhooks); b != 1 || o != 1 {
+		t.Fatalf("%d media buys, %d webhook jobs; want 1 and 1", b, o)
 	}
 	if n := len(receiver.Deliveries(hook)); n != 1 {
 		t.Fatalf("%d deliveries, want 1", n)
@@ -209,6 +232,13 @@ func TestTwoSellerProcessesOneKey(t *testing.T) {
 		t.Fatalf("the stored answer is readable: %q", stored)
 	}
 }
+
+// sellerWebhooks is the reference seller's webhook deliveries (the River
+// jobs of package riverdelivery), each with the media buy its event
+// reports, as a FROM item named w.
+const sellerWebhooks = `(SELECT j.id, j.state, j.attempt,
+		convert_from(decode(j.args->>'body', 'base64'), 'UTF8')::jsonb->'result'->>'media_buy_id' AS media_buy_id
+	FROM river_job j WHERE j.kind = 'adcp_webhook_delivery') AS w`
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -31,6 +32,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
+	"github.com/adcp-go/idempotency/httpsig"
 	"github.com/adcp-go/idempotency/idem"
 )
 
@@ -48,6 +50,10 @@ func run() error {
 	dev := flag.Bool("dev", false, "development mode: allow http:// and loopback webhook URLs")
 	ttl := flag.Duration("replay-ttl", 24*time.Hour, "idempotency replay window (1h to 168h)")
 	keys := flag.String("encryption-keys", os.Getenv("ADCP_SELLER_ENCRYPTION_KEYS"), "keys that seal stored answers at rest, as id=base64(32 bytes),... the first sealing new answers, the others opening old ones (env ADCP_SELLER_ENCRYPTION_KEYS); -dev makes one up")
+	signingKey := flag.String("webhook-signing-key", os.Getenv("ADCP_SELLER_WEBHOOK_SIGNING_KEY"), "the Ed25519 key that signs webhooks, as kid=base64(32-byte seed) (env ADCP_SELLER_WEBHOOK_SIGNING_KEY); its public key is served at /.well-known/jwks.json; -dev makes one up")
+	salt := flag.String("account-salt", os.Getenv("ADCP_SELLER_ACCOUNT_SALT"), "base64 of 16+ secret bytes that scope AdCP 3.1+ keys by account, the same on every replica (env ADCP_SELLER_ACCOUNT_SALT); -dev makes one up")
+	sandbox := flag.String("sandbox", os.Getenv("ADCP_SELLER_SANDBOX"), "principals that may use comply_test_controller, comma-separated (env ADCP_SELLER_SANDBOX); -dev makes every principal a sandbox one")
+	taskDelay := flag.Duration("task-delay", 2*time.Second, "how long a submitted create_media_buy takes to complete")
 	rate := flag.Float64("insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
 	flag.Parse()
 
@@ -60,7 +66,26 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl, Sealer: sealer}}
+	signer, err := webhookSigner(*signingKey, *dev)
+	if err != nil {
+		return err
+	}
+	accountSalt, err := secret("-account-salt", *salt, *dev)
+	if err != nil {
+		return err
+	}
+	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl, Sealer: sealer},
+		WebhookSigner: signer, AccountSalt: accountSalt, TaskDelay: *taskDelay, Sandbox: map[string]bool{}}
+	for _, p := range strings.Split(*sandbox, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.Sandbox[p] = true
+		}
+	}
+	if *dev {
+		for _, p := range tokenMap {
+			cfg.Sandbox[p] = true
+		}
+	}
 	switch {
 	case *rate > 0:
 		cfg.Idempotency.Limiter = idem.NewLimiter(idem.Limits{
@@ -178,4 +203,44 @@ func keyRing(spec string, dev bool) (*idem.KeyRing, bool, error) {
 		return nil, false, fmt.Errorf("-encryption-keys: %w", err)
 	}
 	return ring, len(spec) == 0, nil
+}
+
+// webhookSigner reads -webhook-signing-key (kid=base64 of an Ed25519
+// seed). Without one, -dev makes one up for the run.
+func webhookSigner(spec string, dev bool) (*httpsig.Signer, error) {
+	kid, b64, ok := strings.Cut(strings.TrimSpace(spec), "=")
+	if spec == "" {
+		if !dev {
+			return nil, errors.New("-webhook-signing-key (or ADCP_SELLER_WEBHOOK_SIGNING_KEY) is required: webhooks are signed; -dev makes up a key for one run")
+		}
+		kid, ok = "dev-"+hex.EncodeToString(randomBytes(4)), true
+		b64 = base64.StdEncoding.EncodeToString(randomBytes(ed25519.SeedSize))
+	}
+	seed, err := base64.StdEncoding.DecodeString(b64)
+	if !ok || kid == "" || err != nil || len(seed) != ed25519.SeedSize {
+		return nil, errors.New("-webhook-signing-key: not kid=base64(32-byte Ed25519 seed)")
+	}
+	return httpsig.NewSigner(httpsig.ProfileWebhook, kid, ed25519.NewKeyFromSeed(seed))
+}
+
+// secret reads a base64 secret of at least 16 bytes; without one, -dev
+// makes one up for the run.
+func secret(flagName, b64 string, dev bool) ([]byte, error) {
+	if b64 == "" {
+		if !dev {
+			return nil, fmt.Errorf("%s is required; -dev makes one up for one run", flagName)
+		}
+		return randomBytes(32), nil
+	}
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) < 16 {
+		return nil, fmt.Errorf("%s: not base64 of at least 16 bytes", flagName)
+	}
+	return b, nil
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }

@@ -2,68 +2,190 @@ package seller
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"time"
 
 	"github.com/adcp-go/idempotency/adcp"
-	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/memstore"
+	"github.com/adcp-go/idempotency/webhook"
 )
 
-// memoryStore keeps everything in this process: media buys in a map, the
-// idempotency entries in memstore behind a Guard, webhooks delivered from
-// goroutines. A restart forgets it all.
+// memoryStore keeps everything in this process: media buys and tasks in
+// maps, idempotency entries in memstore behind a Guard, webhooks delivered
+// and tasks completed from goroutines. A restart forgets it all, queued
+// webhooks included: memory mode is for trying the seller, not for
+// selling (Postgres mode is durable).
 type memoryStore struct {
-	mem    *memstore.Store
-	guard  *idem.Guard
-	outbox *memoryOutbox
+	mem      *memstore.Store
+	g        *idem.Guard
+	sender   *webhook.Sender
+	log      *slog.Logger
+	complete func(ctx context.Context, id string) error
 
-	mu   sync.Mutex
-	buys map[string][]mediaBuy // by principal
+	mu    sync.Mutex
+	byID  map[string]*mediaBuy
+	owned map[string][]string // media buy ids by principal, oldest first
+	tasks map[string]*task
+	// finishing serialises task completions, so that one task completes
+	// once.
+	finishing sync.Mutex
+
+	ctx    context.Context // ends at close; background work stops
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
-func newMemoryStore(cfg *idem.Config, p *poster) (*memoryStore, error) {
+func newMemoryStore(cfg *idem.Config, sender *webhook.Sender, log *slog.Logger, complete func(context.Context, string) error) (*memoryStore, error) {
 	mem := memstore.New(nil)
 	g, err := idem.NewGuard(mem, cfg)
 	if err != nil {
-		mem.Close()
+		_ = mem.Close()
 		return nil, err
 	}
-	return &memoryStore{mem: mem, guard: g, outbox: newMemoryOutbox(p), buys: map[string][]mediaBuy{}}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &memoryStore{mem: mem, g: g, sender: sender, log: log, complete: complete,
+		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, ctx: ctx, cancel: cancel}, nil
 }
 
 func (m *memoryStore) mode() string { return "memory" }
 
-func (m *memoryStore) capability() idem.Capability { return m.guard.Capability() }
+func (m *memoryStore) capability() idem.Capability { return m.g.Capability() }
 
-func (m *memoryStore) mutating(opts *adcpmcp.Options, h func(context.Context, writer, *adcp.Call) (any, error)) mcp.ToolHandler {
-	return adcpmcp.Mutating(m.guard, opts, func(ctx context.Context, c *adcp.Call) (any, error) {
-		return h(ctx, m, c)
+func (m *memoryStore) guard() *idem.Guard { return m.g }
+
+// mutating runs h with a memTx whose writes apply only if h succeeds, so
+// that a failed request changes nothing, as in Postgres.
+func (m *memoryStore) mutating(opts *adcp.Options, h func(context.Context, writer, *adcp.Call) (any, error)) adcp.Runner {
+	return adcp.Mutating(m.g, opts, func(ctx context.Context, c *adcp.Call) (any, error) {
+		tx := &memTx{m: m}
+		v, err := h(ctx, tx, c)
+		if err != nil {
+			return nil, err
+		}
+		tx.commit()
+		return v, nil
 	})
 }
 
-func (m *memoryStore) addBuy(_ context.Context, principal string, b mediaBuy) error {
-	m.mu.Lock()
-	m.buys[principal] = append(m.buys[principal], b)
-	m.mu.Unlock()
+// memTx collects a request's writes and applies them together.
+type memTx struct {
+	m     *memoryStore
+	ops   []func()
+	after []func()
+}
+
+func (t *memTx) commit() {
+	t.m.mu.Lock()
+	for _, op := range t.ops {
+		op()
+	}
+	t.m.mu.Unlock()
+	for _, f := range t.after {
+		f()
+	}
+}
+
+func (t *memTx) buy(_ context.Context, principal, id string) (mediaBuy, bool, error) {
+	t.m.mu.Lock()
+	defer t.m.mu.Unlock()
+	b, ok := t.m.byID[id]
+	if !ok || b.Principal != principal {
+		return mediaBuy{}, false, nil
+	}
+	return cloneBuy(*b), true, nil
+}
+
+func (t *memTx) account(_ context.Context, principal, id string) (account, bool, error) {
+	t.m.mu.Lock()
+	defer t.m.mu.Unlock()
+	for _, bid := range t.m.owned[principal] {
+		if a := t.m.byID[bid].Account; a.AccountID == id {
+			return a, true, nil
+		}
+	}
+	return account{}, false, nil
+}
+
+func (t *memTx) taskExists(_ context.Context, id string) (bool, error) {
+	t.m.mu.Lock()
+	defer t.m.mu.Unlock()
+	_, ok := t.m.tasks[id]
+	return ok, nil
+}
+
+func (t *memTx) putBuy(_ context.Context, b mediaBuy, isNew bool) error {
+	b = cloneBuy(b)
+	t.ops = append(t.ops, func() {
+		if isNew {
+			t.m.owned[b.Principal] = append(t.m.owned[b.Principal], b.ID)
+		}
+		t.m.byID[b.ID] = &b
+	})
 	return nil
 }
 
-func (m *memoryStore) enqueue(_ context.Context, e event) error {
-	m.outbox.enqueue(e)
+func (t *memTx) putTask(_ context.Context, tk task, _ bool) error {
+	t.ops = append(t.ops, func() { t.m.tasks[tk.ID] = &tk })
 	return nil
 }
 
-func (m *memoryStore) list(_ context.Context, principal string, ids []string) ([]mediaBuy, error) {
+func (t *memTx) notify(_ context.Context, d webhook.Delivery) error {
+	t.after = append(t.after, func() { t.m.deliver(d) })
+	return nil
+}
+
+func (t *memTx) schedule(_ context.Context, id string, delay time.Duration) error {
+	t.after = append(t.after, func() {
+		t.m.wg.Go(func() {
+			select {
+			case <-t.m.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			if err := t.m.complete(t.m.ctx, id); err != nil && t.m.ctx.Err() == nil {
+				t.m.log.Warn("completing a task failed", "task_id", id, "error", err)
+			}
+		})
+	})
+	return nil
+}
+
+// deliver sends d from a goroutine, retrying on the sender's schedule until
+// it is delivered, refused for good, past the retry horizon, or the store
+// closes.
+func (m *memoryStore) deliver(d webhook.Delivery) {
+	m.wg.Go(func() {
+		first := time.Now()
+		for attempt := 1; ; attempt++ {
+			err := m.sender.Send(m.ctx, d)
+			if err == nil {
+				return
+			}
+			next, ok := m.sender.Retry().Next(attempt, first, time.Now())
+			if webhook.IsPermanent(err) || !ok {
+				m.log.Warn("webhook delivery abandoned", "attempt", attempt, "error", err)
+				return
+			}
+			m.log.Info("webhook delivery failed; will retry", "attempt", attempt, "error", err)
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(time.Until(next)):
+			}
+		}
+	})
+}
+
+func (m *memoryStore) buys(_ context.Context, principal string, ids []string) ([]mediaBuy, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := []mediaBuy{}
-	for _, b := range m.buys[principal] {
-		if len(ids) == 0 || slices.Contains(ids, b.MediaBuyID) {
-			out = append(out, b)
+	for _, id := range m.owned[principal] {
+		if len(ids) == 0 || slices.Contains(ids, id) {
+			out = append(out, cloneBuy(*m.byID[id]))
 		}
 	}
 	return out, nil
@@ -72,14 +194,67 @@ func (m *memoryStore) list(_ context.Context, principal string, ids []string) ([
 func (m *memoryStore) count(_ context.Context, principal string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.buys[principal]), nil
+	return len(m.owned[principal]), nil
 }
 
-// run has nothing to do: memstore sweeps by itself, and events leave as
-// soon as they are enqueued.
-func (m *memoryStore) run(context.Context) {}
+func (m *memoryStore) accounts(_ context.Context, principal string) ([]account, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []account
+	for _, id := range m.owned[principal] {
+		a := m.byID[id].Account
+		if !slices.ContainsFunc(out, func(o account) bool { return o.AccountID == a.AccountID }) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+func (m *memoryStore) task(_ context.Context, principal, id string) (task, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.tasks[id]
+	if !ok || t.Principal != principal {
+		return task{}, false, nil
+	}
+	return *t, true, nil
+}
+
+func (m *memoryStore) finish(ctx context.Context, id string, done func(context.Context, writer, *task) error) (bool, error) {
+	m.finishing.Lock()
+	defer m.finishing.Unlock()
+	m.mu.Lock()
+	cur, ok := m.tasks[id]
+	var t task
+	if ok {
+		t = *cur
+	}
+	m.mu.Unlock()
+	if !ok || t.Status != "submitted" {
+		return false, nil
+	}
+	tx := &memTx{m: m}
+	if err := done(ctx, tx, &t); err != nil {
+		return false, err
+	}
+	tx.commit()
+	return true, nil
+}
+
+// run has nothing to do: memstore sweeps by itself, and deliveries and
+// completions run as soon as they are queued.
+func (m *memoryStore) run(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+}
 
 func (m *memoryStore) close() {
-	m.outbox.close()
+	m.cancel()
+	m.wg.Wait()
 	_ = m.mem.Close()
+}
+
+func cloneBuy(b mediaBuy) mediaBuy {
+	b.Packages = slices.Clone(b.Packages)
+	return b
 }

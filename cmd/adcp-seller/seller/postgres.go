@@ -1,11 +1,11 @@
 package seller
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -14,15 +14,17 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 
 	"github.com/adcp-go/idempotency/adcp"
-	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller/sellerdb"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/migrations"
+	"github.com/adcp-go/idempotency/webhook"
+	"github.com/adcp-go/idempotency/webhook/riverdelivery"
 )
 
 //go:embed schema/*.sql
@@ -31,22 +33,43 @@ var schemaFiles embed.FS
 var schemaFS, _ = fs.Sub(schemaFiles, "schema")
 
 // postgresStore keeps everything in Postgres. A mutating tool runs in
-// idem.RunInTx: the media buy, its webhook event (a transactional outbox
-// row) and the stored answer commit in one transaction; a dispatcher
-// delivers the events after commit.
+// idem.RunInTx: its media buy or task, its webhook job and its task's
+// scheduled completion (River jobs, inserted in the same transaction) and
+// the stored answer commit together or not at all. River delivers the
+// webhooks and runs the completions, on every seller replica, each job
+// once at a time.
 type postgresStore struct {
-	db       *pgxpool.Pool
-	idem     *idem.Store
-	q        sellerdb.Queries
-	poster   *poster
-	log      *slog.Logger
-	interval time.Duration
-	nudge    chan struct{}
+	db    *pgxpool.Pool
+	idem  *idem.Store
+	reads *idem.Guard
+	q     sellerdb.Queries
+	river *river.Client[pgx.Tx]
+	log   *slog.Logger
 }
 
-// newPostgresStore applies the library's and the seller's migrations, then
-// returns the store.
-func newPostgresStore(ctx context.Context, pool *pgxpool.Pool, cfg *idem.Config, p *poster, log *slog.Logger, interval time.Duration) (*postgresStore, error) {
+// completeArgs is the River job that completes a submitted task.
+type completeArgs struct {
+	TaskID string `json:"task_id"`
+}
+
+// Kind implements river.JobArgs.
+func (completeArgs) Kind() string { return "adcp_seller_complete_task" }
+
+// completeWorker runs completeArgs jobs. Completing a task that is no
+// longer submitted does nothing, so a job that runs again (a crash after
+// the completion committed and before River recorded it) is harmless.
+type completeWorker struct {
+	river.WorkerDefaults[completeArgs]
+	complete func(ctx context.Context, id string) error
+}
+
+func (w *completeWorker) Work(ctx context.Context, job *river.Job[completeArgs]) error {
+	return w.complete(ctx, job.Args.TaskID)
+}
+
+// newPostgresStore applies the library's, River's and the seller's
+// migrations, then returns the store. complete finishes a task by id.
+func newPostgresStore(ctx context.Context, pool *pgxpool.Pool, cfg *idem.Config, sender *webhook.Sender, log *slog.Logger, complete func(context.Context, string) error) (*postgresStore, error) {
 	if err := migrate(ctx, pool); err != nil {
 		return nil, err
 	}
@@ -54,13 +77,31 @@ func newPostgresStore(ctx context.Context, pool *pgxpool.Pool, cfg *idem.Config,
 	if err != nil {
 		return nil, err
 	}
-	return &postgresStore{db: pool, idem: st, poster: p, log: log, interval: cmp.Or(interval, time.Second), nudge: make(chan struct{}, 1)}, nil
+	reads, err := idem.NewGuard(&idem.PostgresBackend{DB: pool}, cfg)
+	if err != nil {
+		return nil, err
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, riverdelivery.NewWorker(sender))
+	river.AddWorker(workers, &completeWorker{complete: complete})
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 16}},
+		Workers: workers,
+		Logger:  log.With("component", "river"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("seller: river: %w", err)
+	}
+	return &postgresStore{db: pool, idem: st, reads: reads, river: client, log: log}, nil
 }
 
 func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	db := stdlib.OpenDBFromPool(pool)
 	defer db.Close()
 	if _, err := migrations.Up(ctx, db); err != nil {
+		return err
+	}
+	if err := riverdelivery.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	return migrateSeller(ctx, db)
@@ -85,59 +126,115 @@ func (s *postgresStore) mode() string { return "postgres" }
 
 func (s *postgresStore) capability() idem.Capability { return s.idem.Capability() }
 
-// mutating runs h inside RunInTx and wakes the dispatcher after each
-// success, so that a webhook leaves right after its transaction commits.
-func (s *postgresStore) mutating(opts *adcpmcp.Options, h func(context.Context, writer, *adcp.Call) (any, error)) mcp.ToolHandler {
-	handler := adcpmcp.MutatingTx(s.idem, s.db, opts, func(ctx context.Context, tx pgx.Tx, c *adcp.Call) (any, error) {
-		return h(ctx, txWriter{s, tx}, c)
+func (s *postgresStore) guard() *idem.Guard { return s.reads }
+
+func (s *postgresStore) mutating(opts *adcp.Options, h func(context.Context, writer, *adcp.Call) (any, error)) adcp.Runner {
+	return adcp.MutatingTx(s.idem, s.db, opts, func(ctx context.Context, tx pgx.Tx, c *adcp.Call) (any, error) {
+		return h(ctx, &txWriter{s: s, tx: tx}, c)
 	})
-	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		res, err := handler(ctx, req)
-		if err == nil && res != nil && !res.IsError {
-			select {
-			case s.nudge <- struct{}{}:
-			default:
-			}
-		}
-		return res, err
-	}
 }
 
-// txWriter writes through the idempotent transaction.
+// txWriter writes through a transaction: the idempotent request's, or a
+// task completion's.
 type txWriter struct {
 	s  *postgresStore
 	tx pgx.Tx
 }
 
-func (w txWriter) addBuy(ctx context.Context, principal string, b mediaBuy) error {
-	err := w.s.q.MediaBuyInsert(ctx, w.tx, sellerdb.MediaBuyInsertParams{
-		MediaBuyID: b.MediaBuyID, PrincipalID: principal, Account: b.account, Status: b.Status,
-		Currency: b.Currency, TotalBudget: b.TotalBudget, StartTime: b.StartTime, EndTime: b.EndTime,
-		Packages: mustJSON(b.Packages),
-	})
+func (w *txWriter) buy(ctx context.Context, principal, id string) (mediaBuy, bool, error) {
+	rows, err := w.s.q.MediaBuyForUpdate(ctx, w.tx, sellerdb.MediaBuyForUpdateParams{PrincipalID: principal, MediaBuyID: id})
+	if err != nil || len(rows) == 0 {
+		return mediaBuy{}, false, err
+	}
+	r := rows[0]
+	b, err := decodeBuy(principal, r.MediaBuyID, r.Account, r.Name, r.Status, r.Currency, r.TotalBudget, r.StartTime, r.EndTime, r.Revision, r.Packages, r.ConfirmedAt)
+	return b, err == nil, err
+}
+
+func (w *txWriter) account(ctx context.Context, principal, id string) (account, bool, error) {
+	rows, err := w.s.q.AccountGet(ctx, w.tx, sellerdb.AccountGetParams{PrincipalID: principal, AccountID: id})
+	if err != nil || len(rows) == 0 {
+		return account{}, false, err
+	}
+	var a account
+	err = json.Unmarshal(rows[0], &a)
+	return a, err == nil, err
+}
+
+func (w *txWriter) taskExists(ctx context.Context, id string) (bool, error) {
+	return w.s.q.TaskExists(ctx, w.tx, id)
+}
+
+func (w *txWriter) putBuy(ctx context.Context, b mediaBuy, isNew bool) error {
+	var err error
+	if isNew {
+		err = w.s.q.MediaBuyInsert(ctx, w.tx, sellerdb.MediaBuyInsertParams{
+			MediaBuyID: b.ID, PrincipalID: b.Principal, AccountID: b.Account.AccountID, Account: mustJSON(b.Account), Name: b.Name,
+			Status: b.Status, Currency: b.Currency, TotalBudget: b.TotalBudget, StartTime: b.StartTime, EndTime: b.EndTime,
+			Revision: int32(b.Revision), Packages: mustJSON(b.Packages), ConfirmedAt: b.ConfirmedAt,
+		})
+	} else {
+		err = w.s.q.MediaBuyUpdate(ctx, w.tx, sellerdb.MediaBuyUpdateParams{
+			Status: b.Status, TotalBudget: b.TotalBudget, EndTime: b.EndTime, Revision: int32(b.Revision),
+			Packages: mustJSON(b.Packages), PrincipalID: b.Principal, MediaBuyID: b.ID,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("storing the media buy: %w", err)
 	}
 	return nil
 }
 
-func (w txWriter) enqueue(ctx context.Context, e event) error {
-	if err := w.s.q.OutboxInsert(ctx, w.tx, sellerdb.OutboxInsertParams{MediaBuyID: e.mediaBuyID, URL: e.url, Body: e.body}); err != nil {
+func (w *txWriter) putTask(ctx context.Context, t task, isNew bool) error {
+	var buy []byte
+	if t.Buy != nil {
+		buy = mustJSON(t.Buy)
+	}
+	var err error
+	if isNew {
+		var push []byte
+		if t.Push != nil {
+			push = mustJSON(t.Push)
+		}
+		err = w.s.q.TaskInsert(ctx, w.tx, sellerdb.TaskInsertParams{
+			TaskID: t.ID, PrincipalID: t.Principal, TaskType: t.Type, Status: t.Status, Version: t.Version,
+			Buy: buy, Push: push, Context: nullJSON(t.Context), Result: nullJSON(t.Result),
+			CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, CompletedAt: t.CompletedAt,
+		})
+	} else {
+		err = w.s.q.TaskUpdate(ctx, w.tx, sellerdb.TaskUpdateParams{
+			Status: t.Status, Buy: buy, Result: nullJSON(t.Result), UpdatedAt: t.UpdatedAt, CompletedAt: t.CompletedAt, TaskID: t.ID,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("storing the task: %w", err)
+	}
+	return nil
+}
+
+func (w *txWriter) notify(ctx context.Context, d webhook.Delivery) error {
+	if _, err := riverdelivery.Enqueue(ctx, w.s.river, w.tx, d, nil); err != nil {
 		return fmt.Errorf("queueing the webhook: %w", err)
 	}
 	return nil
 }
 
-func (s *postgresStore) list(ctx context.Context, principal string, ids []string) ([]mediaBuy, error) {
+func (w *txWriter) schedule(ctx context.Context, id string, delay time.Duration) error {
+	if _, err := w.s.river.InsertTx(ctx, w.tx, completeArgs{TaskID: id}, &river.InsertOpts{ScheduledAt: time.Now().Add(delay)}); err != nil {
+		return fmt.Errorf("scheduling the task: %w", err)
+	}
+	return nil
+}
+
+func (s *postgresStore) buys(ctx context.Context, principal string, ids []string) ([]mediaBuy, error) {
 	rows, err := s.q.MediaBuyList(ctx, s.db, sellerdb.MediaBuyListParams{PrincipalID: principal, IDs: append([]string{}, ids...)})
 	if err != nil {
 		return nil, err
 	}
 	out := []mediaBuy{}
 	for _, r := range rows {
-		b := mediaBuy{MediaBuyID: r.MediaBuyID, Status: r.Status, Currency: r.Currency, TotalBudget: r.TotalBudget,
-			StartTime: r.StartTime, EndTime: r.EndTime, ConfirmedAt: r.CreatedAt.UTC().Format(time.RFC3339)}
-		if err := json.Unmarshal(r.Packages, &b.Packages); err != nil {
+		b, err := decodeBuy(principal, r.MediaBuyID, r.Account, r.Name, r.Status, r.Currency, r.TotalBudget, r.StartTime, r.EndTime, r.Revision, r.Packages, r.ConfirmedAt)
+		if err != nil {
 			return nil, err
 		}
 		out = append(out, b)
@@ -145,26 +242,102 @@ func (s *postgresStore) list(ctx context.Context, principal string, ids []string
 	return out, nil
 }
 
+func decodeBuy(principal, id string, acct []byte, name, status, currency string, budget float64, start, end string, revision int32, packages []byte, confirmed time.Time) (mediaBuy, error) {
+	b := mediaBuy{ID: id, Principal: principal, Name: name, Status: status, Currency: currency, TotalBudget: budget,
+		StartTime: start, EndTime: end, Revision: int(revision), ConfirmedAt: confirmed.UTC()}
+	if err := json.Unmarshal(acct, &b.Account); err != nil {
+		return b, fmt.Errorf("reading media buy %s: %w", id, err)
+	}
+	if err := json.Unmarshal(packages, &b.Packages); err != nil {
+		return b, fmt.Errorf("reading media buy %s: %w", id, err)
+	}
+	return b, nil
+}
+
 func (s *postgresStore) count(ctx context.Context, principal string) (int, error) {
 	n, err := s.q.MediaBuyCount(ctx, s.db, principal)
 	return int(n), err
 }
 
-// run delivers the outbox and sweeps expired idempotency keys every
-// minute, until ctx ends.
-func (s *postgresStore) run(ctx context.Context) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.dispatch(ctx)
-	}()
+func (s *postgresStore) accounts(ctx context.Context, principal string) ([]account, error) {
+	rows, err := s.q.AccountList(ctx, s.db, principal)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]account, len(rows))
+	for i, r := range rows {
+		if err := json.Unmarshal(r, &out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *postgresStore) task(ctx context.Context, principal, id string) (task, bool, error) {
+	rows, err := s.q.TaskGet(ctx, s.db, sellerdb.TaskGetParams{TaskID: id, PrincipalID: principal})
+	if err != nil || len(rows) == 0 {
+		return task{}, false, err
+	}
+	t, err := decodeTask(rows[0])
+	return t, err == nil, err
+}
+
+func decodeTask(r sellerdb.SellerTask) (task, error) {
+	t := task{ID: r.TaskID, Principal: r.PrincipalID, Type: r.TaskType, Status: r.Status, Version: r.Version,
+		Context: json.RawMessage(r.Context), Result: json.RawMessage(r.Result), CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(), CompletedAt: r.CompletedAt}
+	if r.Buy != nil {
+		t.Buy = new(mediaBuy)
+		if err := json.Unmarshal(r.Buy, t.Buy); err != nil {
+			return t, fmt.Errorf("reading task %s: %w", r.TaskID, err)
+		}
+		t.Buy.Principal = r.PrincipalID
+	}
+	if r.Push != nil {
+		t.Push = new(webhook.PushNotificationConfig)
+		if err := json.Unmarshal(r.Push, t.Push); err != nil {
+			return t, fmt.Errorf("reading task %s: %w", r.TaskID, err)
+		}
+	}
+	return t, nil
+}
+
+// finish runs done on task id in one transaction, with the task locked, if
+// it is still submitted.
+func (s *postgresStore) finish(ctx context.Context, id string, done func(context.Context, writer, *task) error) (bool, error) {
+	ran := false
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		rows, err := s.q.TaskForUpdate(ctx, tx, id)
+		if err != nil || len(rows) == 0 || rows[0].Status != "submitted" {
+			return err
+		}
+		t, err := decodeTask(rows[0])
+		if err != nil {
+			return err
+		}
+		ran = true
+		return done(ctx, &txWriter{s: s, tx: tx}, &t)
+	})
+	return ran && err == nil, err
+}
+
+// run starts River (webhook deliveries and task completions) and sweeps
+// expired idempotency keys every minute, until ctx ends; then it stops
+// River, letting running jobs finish for up to 10 seconds.
+func (s *postgresStore) run(ctx context.Context) error {
+	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("seller: starting river: %w", err)
+	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			<-done
-			return
+			stop, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := s.river.Stop(stop); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return nil
 		case <-t.C:
 			if n, err := s.idem.Sweep(ctx, s.db); err != nil {
 				s.log.Warn("sweep failed", "error", err)
@@ -177,53 +350,10 @@ func (s *postgresStore) run(ctx context.Context) {
 
 func (s *postgresStore) close() {}
 
-// dispatch delivers the outbox: events whose transaction has committed, at
-// least once, with retries and backoff. It leases rows so that several
-// seller processes on one database never send one event at once; a crash
-// between a delivery and its bookkeeping sends the event again, with the
-// same idempotency_key, which receivers drop as a duplicate.
-func (s *postgresStore) dispatch(ctx context.Context) {
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		for s.dispatchBatch(ctx) {
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.nudge:
-		case <-t.C:
-		}
+// nullJSON is v, or SQL NULL when empty.
+func nullJSON(v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return nil
 	}
-}
-
-// dispatchBatch sends one batch of due events and reports whether there may
-// be more.
-func (s *postgresStore) dispatchBatch(ctx context.Context) bool {
-	const batch = 16
-	rows, err := s.q.OutboxLease(ctx, s.db, sellerdb.OutboxLeaseParams{LeaseMs: 60_000, MaxRows: batch})
-	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("outbox: leasing events failed", "error", err)
-		}
-		return false
-	}
-	for _, r := range rows {
-		err := s.poster.post(ctx, event{url: r.URL, body: r.Body})
-		if err == nil {
-			if err := s.q.OutboxDelivered(ctx, s.db, r.ID); err != nil {
-				s.log.Warn("outbox: marking an event delivered failed; it will be sent again", "id", r.ID, "error", err)
-			}
-			continue
-		}
-		delay := backoff(int(r.Attempts))
-		if r.Attempts >= maxAttempts {
-			delay = 100 * 365 * 24 * time.Hour // parked; visible in the table for an operator
-		}
-		s.log.Warn("outbox: webhook delivery failed; will retry", "id", r.ID, "attempt", r.Attempts, "retry_in", delay, "error", err)
-		if err := s.q.OutboxRetryLater(ctx, s.db, sellerdb.OutboxRetryLaterParams{ID: r.ID, LastError: err.Error(), DelayMs: delay.Milliseconds()}); err != nil {
-			s.log.Warn("outbox: recording a failed attempt failed", "id", r.ID, "error", err)
-		}
-	}
-	return len(rows) == batch
+	return v
 }

@@ -1,23 +1,37 @@
-// Package seller is the reference AdCP seller agent: MCP over streamable
-// HTTP with get_adcp_capabilities, create_media_buy, get_media_buys and
-// comply_test_controller, built on package idem through packages adcp and
-// adcpmcp. It is example code, importable only so that the integration
-// tests can run it in process; it makes no compatibility promise.
+// Package seller is the reference AdCP seller agent, built on package idem
+// through packages adcp and adcpmcp: MCP over streamable HTTP, AdCP 3.0 to
+// 3.2, in memory or on Postgres. It is example code, importable only so
+// that the integration tests can run it in process; it makes no
+// compatibility promise.
 //
 // Where to look:
 //
 //   - seller.go: configuration, HTTP wiring and authentication;
-//   - tools.go: the tools, written once for both storage modes;
-//   - store.go: the storage interface the tools write through;
-//   - memory.go and postgres.go: its two implementations (memstore and a
-//     Guard; Postgres with idem.RunInTx, where the media buy, its webhook
-//     event and the stored answer commit in one transaction);
-//   - webhook.go: webhook events, delivery and the SSRF guard.
+//   - tools.go: the tools (one table for every transport) and the
+//     capabilities;
+//   - wire.go: the request types, from which the published input schemas
+//     are derived;
+//   - mediabuy.go: create_media_buy (its synchronous and submitted arms),
+//     update_media_buy, get_media_buys, validation;
+//   - tasks.go: asynchronous tasks, their completion and get_task_status;
+//   - reads.go: get_products, list_creative_formats, list_accounts,
+//     list_creatives;
+//   - catalog.go: the products, pricing options and formats;
+//   - controller.go: comply_test_controller (sandbox principals only);
+//   - store.go: the storage interface the tools write through, and
+//     memory.go and postgres.go, its two implementations (memstore and a
+//     Guard; Postgres with idem.RunInTx, where the media buy or task, its
+//     River jobs — webhook, scheduled completion — and the stored answer
+//     commit in one transaction).
 package seller
 
 import (
+	"cmp"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -28,60 +42,111 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/adcp-go/idempotency/adcpmcp"
+	"github.com/adcp-go/idempotency/httpsig"
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/webhook"
 )
 
 // Config configures a Seller.
 type Config struct {
 	// Tokens maps each accepted bearer token to its principal. Required.
 	Tokens map[string]string
+	// Sandbox names the principals that may call comply_test_controller
+	// (seed fixtures, force task outcomes). Without any, the tool is not
+	// offered. Never list a production principal.
+	Sandbox map[string]bool
 	// DB, when set, keeps everything in Postgres; otherwise in memory.
 	DB *pgxpool.Pool
 	// AllowLoopbackWebhooks admits http:// and loopback webhook URLs (the
 	// -dev flag; the compliance runner's receiver is one).
 	AllowLoopbackWebhooks bool
-	// Idempotency configures the idempotency layer (TTL, rate limit, ...).
+	// Idempotency configures the idempotency layer (TTL, rate limit,
+	// encryption at rest, ...).
 	Idempotency *idem.Config
+	// AccountSalt, when set, scopes AdCP 3.1+ requests' keys by (principal,
+	// account) as 3.1 requires (see adcp.Options.AccountSalt); AdCP 3.0
+	// requests stay scoped by principal, as 3.0 specifies. It must be the
+	// same on every replica and across restarts.
+	AccountSalt []byte
+	// WebhookSigner signs webhooks (RFC 9421, AdCP webhook profile); its
+	// public key is served at /.well-known/jwks.json. Nil makes up an
+	// Ed25519 key for this process, which is fine for one process in
+	// development but not for replicas (each would publish another key).
+	WebhookSigner *httpsig.Signer
+	// TaskDelay is how long a submitted create_media_buy takes to complete.
+	// Defaults to 2 seconds.
+	TaskDelay time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// DispatchInterval is how often the Postgres outbox is polled besides
-	// the nudge after each commit. Defaults to one second.
-	DispatchInterval time.Duration
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
-// Start to deliver webhooks and sweep, and Close when done.
+// Start to run its background work, and Close when done.
 type Seller struct {
-	cfg    Config
-	log    *slog.Logger
-	store  store
-	poster *poster
-	http   http.Handler
+	cfg        Config
+	log        *slog.Logger
+	store      store
+	catalog    *catalog
+	controller controller
+	urls       *webhook.URLPolicy
+	sender     *webhook.Sender
+	tools      []tool
+	http       http.Handler
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 }
 
-// New builds a Seller. In Postgres mode it applies the library's and the
-// seller's migrations first.
+// New builds a Seller. In Postgres mode it applies the library's, River's
+// and the seller's migrations first.
 func New(ctx context.Context, cfg Config) (*Seller, error) {
 	if len(cfg.Tokens) == 0 {
 		return nil, errors.New("seller: at least one bearer token is required")
 	}
-	s := &Seller{cfg: cfg, log: cfg.Logger}
-	if s.log == nil {
-		s.log = slog.Default()
+	cfg.TaskDelay = cmp.Or(cfg.TaskDelay, 2*time.Second)
+	s := &Seller{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), catalog: newCatalog(),
+		urls: &webhook.URLPolicy{AllowLoopback: cfg.AllowLoopbackWebhooks}}
+	signer := cfg.WebhookSigner
+	if signer == nil {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if signer, err = httpsig.NewSigner(httpsig.ProfileWebhook, "seller-"+randomHex(4), key); err != nil {
+			return nil, err
+		}
 	}
-	s.poster = &poster{client: webhookClient(cfg.AllowLoopbackWebhooks), log: s.log}
 	var err error
+	if s.sender, err = webhook.NewSender(&webhook.SenderConfig{Signer: signer, URLs: s.urls}); err != nil {
+		return nil, fmt.Errorf("seller: %w", err)
+	}
+	jwk, err := httpsig.NewPublicJWK(signer.KeyID, signer.Key.Public())
+	if err != nil {
+		return nil, fmt.Errorf("seller: webhook signing key: %w", err)
+	}
+	jwks := &httpsig.JWKSHandler{}
+	set, err := httpsig.NewJWKS(jwk)
+	if err == nil {
+		err = jwks.Publish(set)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("seller: webhook signing key: %w", err)
+	}
+
+	complete := func(ctx context.Context, id string) error {
+		_, err := s.completeTask(ctx, id, nil)
+		return err
+	}
 	if cfg.DB != nil {
-		s.store, err = newPostgresStore(ctx, cfg.DB, cfg.Idempotency, s.poster, s.log, cfg.DispatchInterval)
+		s.store, err = newPostgresStore(ctx, cfg.DB, cfg.Idempotency, s.sender, s.log, complete)
 	} else {
-		s.store, err = newMemoryStore(cfg.Idempotency, s.poster)
+		s.store, err = newMemoryStore(cfg.Idempotency, s.sender, s.log, complete)
 	}
 	if err != nil {
 		return nil, err
 	}
+	s.tools = s.newTools()
+
 	server := s.newMCPServer()
 	// The HTTP body limit follows the payload limit, so that an oversized
 	// request is refused before the MCP SDK decodes it (several times).
@@ -101,22 +166,29 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", adcpAuthHeader(auth.RequireBearerToken(verify, nil)(adcpmcp.AcceptJSON(streamable))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET "+httpsig.WellKnownJWKSPath, jwks)
 	s.http = mux
 	return s, nil
 }
 
-// Handler serves MCP at /mcp and a health check at /healthz.
+// Handler serves MCP at /mcp, the webhook signing keys at
+// /.well-known/jwks.json and a health check at /healthz.
 func (s *Seller) Handler() http.Handler { return s.http }
 
 // Mode is "postgres" or "memory".
 func (s *Seller) Mode() string { return s.store.mode() }
 
-// Start runs the background work until Close: in Postgres mode the outbox
-// dispatcher and the sweeper (memstore sweeps by itself).
+// Start runs the background work until Close: webhook deliveries and task
+// completions (River in Postgres mode, goroutines in memory) and sweeping
+// expired keys (memstore sweeps by itself).
 func (s *Seller) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.wg.Go(func() { s.store.run(ctx) })
+	s.wg.Go(func() {
+		if err := s.store.run(ctx); err != nil {
+			s.log.Error("seller: background work stopped", "error", err)
+		}
+	})
 }
 
 // Close stops the background work and waits for it.
@@ -126,6 +198,7 @@ func (s *Seller) Close() {
 	}
 	s.wg.Wait()
 	s.store.close()
+	s.sender.CloseIdleConnections()
 }
 
 // MediaBuyCount reports how many media buys principal has (for tests and

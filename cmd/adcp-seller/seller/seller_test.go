@@ -3,22 +3,40 @@ package seller_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/idem"
 )
 
-// The seller in memory mode, over real MCP.
-func TestMemorySeller(t *testing.T) {
+func newSeller(t *testing.T, cfg *idem.Config) *seller.Seller {
+	t.Helper()
 	s, err := seller.New(context.Background(), seller.Config{
-		Tokens: sellertest.Tokens(), AllowLoopbackWebhooks: true,
-		Idempotency: &idem.Config{Limiter: idem.Unlimited},
+		Tokens: sellertest.Tokens(), AllowLoopbackWebhooks: true, Idempotency: cfg,
+		Sandbox: map[string]bool{sellertest.Principal: true}, AccountSalt: []byte("a test account salt"),
+		TaskDelay: 100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Start()
-	defer s.Close()
-	sellertest.Run(t, sellertest.EnvFor(t, s))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// The seller in memory mode, over real MCP: the 3.0.6 storyboard's
+// scenarios and the AdCP 3.2 ones.
+func TestMemorySeller(t *testing.T) {
+	env := sellertest.EnvFor(t, newSeller(t, &idem.Config{Limiter: idem.Unlimited}))
+	sellertest.Run(t, env)
+	sellertest.Run32(t, env)
+}
+
+// The 3.2 idempotency storyboard's rate_limit_replay_invariant phase.
+func TestMemorySellerRateLimitNotReplayed(t *testing.T) {
+	s := newSeller(t, &idem.Config{Limiter: idem.NewLimiter(idem.Limits{
+		Writes: idem.Rate{PerSecond: 1, Burst: 1}, Reads: idem.Rate{PerSecond: 100, Burst: 100},
+	})})
+	sellertest.RateLimitNotReplayed(t, sellertest.Start(t, s))
 }

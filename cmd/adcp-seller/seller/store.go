@@ -2,41 +2,120 @@ package seller
 
 import (
 	"context"
-
-	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"encoding/json"
+	"time"
 
 	"github.com/adcp-go/idempotency/adcp"
-	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/webhook"
 )
 
-// store is where the seller keeps its media buys, and how its mutating
-// tools run at most once per key: in memory (memory.go) or in Postgres
-// (postgres.go). The tools (tools.go) are written once, against it.
+// store is where the seller keeps media buys and tasks, and how its
+// mutating tools run at most once per key: in memory (memory.go) or in
+// Postgres (postgres.go). The tools are written once, against it.
 type store interface {
 	// mode names the store: "memory" or "postgres".
 	mode() string
 	// capability is the adcp.idempotency fragment of the capabilities.
 	capability() idem.Capability
-	// mutating makes h an idempotent tool handler. h writes through the
-	// writer it gets; in Postgres that is the transaction that also stores
-	// the answer.
-	mutating(opts *adcpmcp.Options, h func(ctx context.Context, w writer, c *adcp.Call) (any, error)) mcp.ToolHandler
-	// list returns principal's media buys, all of them or those named.
-	list(ctx context.Context, principal string, ids []string) ([]mediaBuy, error)
+	// mutating makes h the idempotent runner of a mutating tool. h writes
+	// through the writer it gets: in Postgres, the transaction that also
+	// stores the answer; in memory, writes applied only if h succeeds.
+	mutating(opts *adcp.Options, h func(ctx context.Context, w writer, c *adcp.Call) (any, error)) adcp.Runner
+	// guard runs keyed reads (adcp.Read).
+	guard() *idem.Guard
+	// buys returns principal's media buys, all of them or those named.
+	buys(ctx context.Context, principal string, ids []string) ([]mediaBuy, error)
 	// count reports how many media buys principal has.
 	count(ctx context.Context, principal string) (int, error)
-	// run does the store's background work until ctx ends.
-	run(ctx context.Context)
+	// accounts returns the accounts principal has bought under.
+	accounts(ctx context.Context, principal string) ([]account, error)
+	// task returns principal's task id.
+	task(ctx context.Context, principal, id string) (task, bool, error)
+	// finish runs done on task id if it is still pending, atomically with
+	// the writes done makes (in Postgres, one transaction), and reports
+	// whether it ran.
+	finish(ctx context.Context, id string, done func(ctx context.Context, w writer, t *task) error) (bool, error)
+	// run does the store's background work (webhook delivery, task
+	// completion, sweeping) until ctx ends.
+	run(ctx context.Context) error
 	// close releases what the store holds.
 	close()
 }
 
-// writer is what a mutating tool writes through.
+// writer is what a mutating tool, or a task's completion, writes through.
 type writer interface {
-	// addBuy stores a media buy of principal.
-	addBuy(ctx context.Context, principal string, b mediaBuy) error
-	// enqueue schedules a webhook event for delivery once the request's
-	// writes are kept.
-	enqueue(ctx context.Context, e event) error
+	// buy reads one of principal's media buys for a change (in Postgres,
+	// locked until the transaction ends).
+	buy(ctx context.Context, principal, id string) (mediaBuy, bool, error)
+	// account finds one of principal's accounts by id.
+	account(ctx context.Context, principal, id string) (account, bool, error)
+	// taskExists reports whether a task id is taken (by anyone).
+	taskExists(ctx context.Context, id string) (bool, error)
+	// putBuy stores a new media buy, or a changed one.
+	putBuy(ctx context.Context, b mediaBuy, isNew bool) error
+	// putTask stores a new task, or a changed one.
+	putTask(ctx context.Context, t task, isNew bool) error
+	// notify queues a webhook for delivery once the writes are kept.
+	notify(ctx context.Context, d webhook.Delivery) error
+	// schedule has task id finished (Seller.completeTask) after delay,
+	// once the writes are kept.
+	schedule(ctx context.Context, id string, delay time.Duration) error
+}
+
+// mediaBuy is a media buy as the seller keeps it.
+type mediaBuy struct {
+	ID          string    `json:"media_buy_id"`
+	Principal   string    `json:"-"`
+	Account     account   `json:"account"`
+	Name        string    `json:"name,omitempty"`
+	Status      string    `json:"status"`
+	Currency    string    `json:"currency"`
+	TotalBudget float64   `json:"total_budget"`
+	StartTime   string    `json:"start_time"`
+	EndTime     string    `json:"end_time"`
+	Revision    int       `json:"revision"`
+	Packages    []pkg     `json:"packages"`
+	ConfirmedAt time.Time `json:"confirmed_at"`
+}
+
+// pkg is a package of a media buy.
+type pkg struct {
+	PackageID       string   `json:"package_id"`
+	ProductID       string   `json:"product_id"`
+	PricingOptionID string   `json:"pricing_option_id"`
+	Budget          float64  `json:"budget"`
+	BidPrice        *float64 `json:"bid_price,omitempty"`
+	Paused          bool     `json:"paused"`
+}
+
+// account is a buyer's account with this seller. Accounts are opened
+// implicitly: the first media buy under a natural key (brand + operator)
+// opens it, with a stable id derived from the key.
+type account struct {
+	AccountID string    `json:"account_id"`
+	Name      string    `json:"name"`
+	Status    string    `json:"status"`
+	Brand     *brandRef `json:"brand,omitempty"`
+	Operator  string    `json:"operator,omitempty"`
+	Sandbox   bool      `json:"sandbox,omitempty"`
+}
+
+// task is an asynchronous operation: a create_media_buy answered
+// "submitted", completed later (by its scheduled completion or by
+// comply_test_controller's force_task_completion), and a synchronous
+// create that registered a webhook under AdCP 3.0, recorded completed.
+type task struct {
+	ID          string
+	Principal   string
+	Type        string // create_media_buy
+	Status      string // submitted, completed, failed
+	Version     string // the AdCP release the request was served at
+	Buy         *mediaBuy
+	Push        *webhook.PushNotificationConfig
+	Context     json.RawMessage // the originating request's context, echoed in webhooks
+	Result      json.RawMessage // the terminal result
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
 }

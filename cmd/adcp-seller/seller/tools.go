@@ -5,225 +5,104 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"strings"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/webhook"
 )
 
-func (s *Seller) newMCPServer() *mcp.Server {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "adcp-go-reference-seller", Version: "0.1.0"}, nil)
-	opts := &adcpmcp.Options{Logger: s.log}
+// tool is one AdCP task of the seller, served the same way on every
+// transport: its name (the MCP tool, the A2A skill, the idempotency
+// operation), what it does, its input schema and its runner.
+type tool struct {
+	name, description string
+	schema            json.RawMessage
+	run               adcp.Runner
+}
 
-	adcpmcp.AddTool(srv, &mcp.Tool{Name: "get_adcp_capabilities", Description: "AdCP capabilities of this seller, including adcp.idempotency."},
-		adcpmcp.ReadOnly(opts, s.capabilities))
-	adcpmcp.AddTool(srv, &mcp.Tool{Name: "create_media_buy", Description: "Create a media buy. Requires idempotency_key (16-255 of A-Za-z0-9_.:-)."},
-		s.store.mutating(opts, s.createMediaBuy))
-	adcpmcp.AddTool(srv, &mcp.Tool{Name: "get_media_buys", Description: "The caller's media buys, all or those named by media_buy_ids."},
-		adcpmcp.ReadOnly(opts, s.getMediaBuys))
-	adcpmcp.AddTool(srv, &mcp.Tool{Name: "comply_test_controller", Description: "Compliance test controller; supports list_scenarios."},
-		adcpmcp.ReadOnly(opts, complyTestController))
+// newTools builds the seller's tools. The mutating ones run through the
+// store at most once per key; the reads replay when given a key.
+func (s *Seller) newTools() []tool {
+	opts := &adcp.Options{Logger: s.log, AccountSalt: s.cfg.AccountSalt}
+	g := s.store.guard()
+	read := inputSchema[readRequest]()
+	tools := []tool{
+		{"get_adcp_capabilities", "This seller's AdCP capabilities: versions, adcp.idempotency (replay window), webhook signing, compliance testing.",
+			read, adcp.Read(g, opts, s.capabilities)},
+		{"get_products", "The products on sale, each with its formats and pricing options. Always synchronous.",
+			inputSchema[getProductsRequest](), adcp.Read(g, opts, s.getProducts)},
+		{"list_creative_formats", "The creative formats the products take.",
+			read, adcp.Read(g, opts, s.listCreativeFormats)},
+		{"list_accounts", "The caller's accounts (an account opens with its first media buy).",
+			read, adcp.Read(g, opts, s.listAccounts)},
+		{"list_creatives", "The caller's creative library (always empty: this seller takes no creatives).",
+			read, adcp.Read(g, opts, s.listCreatives)},
+		{"create_media_buy", "Create a media buy. Requires idempotency_key: a retry with the same key gets the first answer back, never a second buy. With push_notification_config (AdCP 3.1+) it answers submitted with a task_id and reports the outcome by webhook.",
+			inputSchema[createRequest]("idempotency_key", "account", "brand", "start_time", "end_time", "packages"),
+			s.store.mutating(opts, s.createMediaBuy)},
+		{"update_media_buy", "Pause, resume or cancel a media buy or its packages, change budgets or the end date. Requires idempotency_key, like create_media_buy.",
+			inputSchema[updateRequest]("idempotency_key", "media_buy_id"),
+			s.store.mutating(opts, s.updateMediaBuy)},
+		{"get_media_buys", "The caller's media buys, all or those named by media_buy_ids.",
+			inputSchema[getMediaBuysRequest](), adcp.Read(g, opts, s.getMediaBuys)},
+		{"get_task_status", "The status of a task (a submitted create_media_buy), and its result with include_result.",
+			inputSchema[taskStatusRequest]("task_id"), adcp.Read(g, opts, s.getTaskStatus)},
+	}
+	if len(s.cfg.Sandbox) > 0 {
+		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options and formats; force the next create_media_buy to answer submitted; complete a task.",
+			inputSchema[controllerRequest]("scenario"), adcp.ReadOnly(opts, s.comply)})
+	}
+	return tools
+}
+
+// newMCPServer serves the tools over MCP.
+func (s *Seller) newMCPServer() *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "adcp-go-reference-seller", Version: "0.2.0"}, nil)
+	opts := &adcpmcp.Options{Logger: s.log}
+	for _, t := range s.tools {
+		adcpmcp.AddTool(srv, &mcp.Tool{Name: t.name, Description: t.description, InputSchema: t.schema}, adcpmcp.Handler(opts, t.run))
+	}
 	return srv
 }
 
-// Wire types. Field names follow AdCP 3.0.
-
+// capabilitiesResponse is get_adcp_capabilities' answer.
 type capabilitiesResponse struct {
 	ADCP struct {
-		MajorVersions []int           `json:"major_versions"`
-		Idempotency   idem.Capability `json:"idempotency"`
+		MajorVersions     []int           `json:"major_versions"`
+		SupportedVersions []adcp.Version  `json:"supported_versions"`
+		Idempotency       idem.Capability `json:"idempotency"`
 	} `json:"adcp"`
-	SupportedProtocols []string       `json:"supported_protocols"`
-	Account            map[string]any `json:"account"`
-	MediaBuy           map[string]any `json:"media_buy"`
+	SupportedProtocols []string            `json:"supported_protocols"`
+	Account            map[string]any      `json:"account"`
+	MediaBuy           map[string]any      `json:"media_buy"`
+	WebhookSigning     *webhook.Capability `json:"webhook_signing,omitempty"`
+	ComplianceTesting  *struct {
+		Scenarios []string `json:"scenarios"`
+	} `json:"compliance_testing,omitempty"`
 }
 
-func (s *Seller) capabilities(context.Context, *adcp.Call) (capabilitiesResponse, error) {
+func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResponse, error) {
 	var r capabilitiesResponse
 	r.ADCP.MajorVersions = []int{3}
+	r.ADCP.SupportedVersions = adcp.SupportedVersions
 	r.ADCP.Idempotency = s.store.capability()
 	r.SupportedProtocols = []string{"media_buy"}
-	r.Account = map[string]any{"supported_billing": []string{"operator"}, "sandbox": true}
+	r.Account = map[string]any{"supported_billing": []string{"operator"}, "sandbox": len(s.cfg.Sandbox) > 0}
 	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}}
+	wc := s.sender.Capability()
+	r.WebhookSigning = &wc
+	// AdCP 3.0 closed compliance_testing.scenarios to six force_ and
+	// simulate_ scenarios, none of which this seller implements; from 3.1
+	// the list is open. The controller itself is offered either way.
+	if len(s.cfg.Sandbox) > 0 && c.Version.AtLeast(adcp.V3_1) {
+		r.ComplianceTesting = &struct {
+			Scenarios []string `json:"scenarios"`
+		}{controllerScenarios}
+	}
 	return r, nil
-}
-
-type createRequest struct {
-	IdempotencyKey string          `json:"idempotency_key"`
-	Account        json.RawMessage `json:"account"`
-	StartTime      string          `json:"start_time"`
-	EndTime        string          `json:"end_time"`
-	Packages       []struct {
-		ProductID       string  `json:"product_id"`
-		Budget          float64 `json:"budget"`
-		PricingOptionID string  `json:"pricing_option_id"`
-	} `json:"packages"`
-	PushNotificationConfig *struct {
-		URL string `json:"url"`
-	} `json:"push_notification_config"`
-}
-
-type packageOut struct {
-	PackageID string  `json:"package_id"`
-	ProductID string  `json:"product_id"`
-	Budget    float64 `json:"budget"`
-	Currency  string  `json:"currency,omitempty"`
-}
-
-type createResponse struct {
-	MediaBuyID     string       `json:"media_buy_id"`
-	Status         string       `json:"status"`
-	ConfirmedAt    string       `json:"confirmed_at"`
-	Packages       []packageOut `json:"packages"`
-	IdempotencyKey string       `json:"idempotency_key"`
-}
-
-// mediaBuy is a stored media buy as get_media_buys returns it.
-type mediaBuy struct {
-	MediaBuyID  string       `json:"media_buy_id"`
-	Status      string       `json:"status"`
-	Currency    string       `json:"currency"`
-	TotalBudget float64      `json:"total_budget"`
-	StartTime   string       `json:"start_time"`
-	EndTime     string       `json:"end_time"`
-	ConfirmedAt string       `json:"confirmed_at"`
-	Packages    []packageOut `json:"packages"`
-
-	account json.RawMessage
-}
-
-// createMediaBuy is create_media_buy: it validates the request, stores the
-// media buy and queues its completion webhook through w, and answers. It
-// runs at most once per (principal, idempotency_key).
-func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (any, error) {
-	req, b, resp, err := s.newBuy(c)
-	if err != nil {
-		return nil, err
-	}
-	if err := w.addBuy(ctx, c.Principal, b); err != nil {
-		return nil, err
-	}
-	if e := webhookEvent(req, resp); e != nil {
-		if err := w.enqueue(ctx, *e); err != nil {
-			return nil, err
-		}
-	}
-	return resp, nil
-}
-
-// newBuy validates a create request and makes the media buy and its
-// answer. It touches no storage.
-func (s *Seller) newBuy(c *adcp.Call) (createRequest, mediaBuy, createResponse, error) {
-	var req createRequest
-	if err := c.Decode(&req); err != nil {
-		return req, mediaBuy{}, createResponse{}, err
-	}
-	if len(req.Packages) == 0 {
-		return req, mediaBuy{}, createResponse{}, &adcp.Error{Code: "INVALID_REQUEST", Message: "packages must not be empty", Recovery: "correctable", Field: "packages"}
-	}
-	if pnc := req.PushNotificationConfig; pnc != nil && pnc.URL != "" {
-		if err := checkWebhookURL(pnc.URL, s.cfg.AllowLoopbackWebhooks); err != nil {
-			return req, mediaBuy{}, createResponse{}, &adcp.Error{Code: "INVALID_REQUEST", Message: err.Error(), Recovery: "correctable", Field: "push_notification_config.url"}
-		}
-	}
-	// Flight dates are taken as sent: the compliance runner sends sample
-	// dates that may lie in the past (sandbox accounts).
-	id := "mb_" + randomHex(6)
-	now := time.Now().UTC().Format(time.RFC3339)
-	b := mediaBuy{MediaBuyID: id, Status: "pending_creatives", Currency: "USD", StartTime: req.StartTime, EndTime: req.EndTime, ConfirmedAt: now, account: req.Account}
-	resp := createResponse{MediaBuyID: id, Status: b.Status, ConfirmedAt: now, IdempotencyKey: c.Key}
-	for i, p := range req.Packages {
-		pkg := packageOut{PackageID: fmt.Sprintf("%s_p%d", id, i), ProductID: p.ProductID, Budget: p.Budget}
-		resp.Packages = append(resp.Packages, pkg)
-		pkg.Currency = b.Currency
-		b.Packages = append(b.Packages, pkg)
-		b.TotalBudget += p.Budget
-	}
-	if len(b.account) == 0 {
-		b.account = json.RawMessage("null")
-	}
-	return req, b, resp, nil
-}
-
-// webhookEvent is the completion event for a media buy; nil without a
-// push_notification_config.url.
-func webhookEvent(req createRequest, resp createResponse) *event {
-	if req.PushNotificationConfig == nil || req.PushNotificationConfig.URL == "" {
-		return nil
-	}
-	u := req.PushNotificationConfig.URL
-	result := resp
-	result.IdempotencyKey = ""
-	body, _ := json.Marshal(map[string]any{
-		"idempotency_key": "evt_" + randomHex(12), // fixed now, so every retry carries the same key
-		"operation_id":    operationID(u, resp.MediaBuyID),
-		"task_id":         "task_" + resp.MediaBuyID,
-		"task_type":       "create_media_buy",
-		"protocol":        "media-buy",
-		"status":          "completed",
-		"timestamp":       resp.ConfirmedAt,
-		"result":          json.RawMessage(mustJSON(resultBody(result))),
-	})
-	return &event{mediaBuyID: resp.MediaBuyID, url: u, body: body}
-}
-
-func resultBody(r createResponse) map[string]any {
-	return map[string]any{"media_buy_id": r.MediaBuyID, "status": r.Status, "confirmed_at": r.ConfirmedAt, "packages": r.Packages}
-}
-
-// operationID is the last path segment of the push URL: the caller's own
-// operation id, which receivers match deliveries by.
-func operationID(u, fallback string) string {
-	path := strings.TrimRight(u, "/")
-	if i := strings.LastIndexByte(path, '/'); i >= 0 && i < len(path)-1 && !strings.Contains(path[i+1:], ":") {
-		if q := strings.IndexAny(path[i+1:], "?#"); q >= 0 {
-			return path[i+1 : i+1+q]
-		}
-		return path[i+1:]
-	}
-	return fallback
-}
-
-type getMediaBuysRequest struct {
-	MediaBuyIDs []string `json:"media_buy_ids"`
-}
-
-type getMediaBuysResponse struct {
-	MediaBuys []mediaBuy `json:"media_buys"`
-}
-
-func (s *Seller) getMediaBuys(ctx context.Context, c *adcp.Call) (getMediaBuysResponse, error) {
-	var req getMediaBuysRequest
-	if err := c.Decode(&req); err != nil {
-		return getMediaBuysResponse{}, err
-	}
-	if c.Principal == "" {
-		return getMediaBuysResponse{}, &adcp.Error{Code: "AUTH_REQUIRED", Message: "authentication is required", Recovery: "correctable"}
-	}
-	buys, err := s.store.list(ctx, c.Principal, req.MediaBuyIDs)
-	return getMediaBuysResponse{MediaBuys: buys}, err
-}
-
-type complyRequest struct {
-	Scenario string `json:"scenario"`
-}
-
-// complyTestController answers list_scenarios with no scenarios: this
-// seller needs no seeded state for the idempotency storyboard.
-func complyTestController(_ context.Context, c *adcp.Call) (map[string]any, error) {
-	var req complyRequest
-	if err := c.Decode(&req); err != nil {
-		return nil, err
-	}
-	if req.Scenario == "list_scenarios" {
-		return map[string]any{"success": true, "scenarios": []string{}}, nil
-	}
-	return map[string]any{"success": false, "error": "UNKNOWN_SCENARIO", "error_detail": "this seller supports list_scenarios only"}, nil
 }
 
 func randomHex(n int) string {

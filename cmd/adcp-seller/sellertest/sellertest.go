@@ -50,21 +50,25 @@ type Receiver struct {
 
 	mu         sync.Mutex
 	deliveries map[string][]map[string]any
-	status     int // answered to every delivery; 0 means 204
+	raw        map[string][]*http.Request // with the body readable again
+	status     int                        // answered to every delivery; 0 means 204
 	arrived    chan struct{}
 }
 
 // NewReceiver starts a receiver on a loopback port.
 func NewReceiver(t testing.TB) *Receiver {
-	r := &Receiver{deliveries: map[string][]map[string]any{}, arrived: make(chan struct{}, 1024)}
+	r := &Receiver{deliveries: map[string][]map[string]any{}, raw: map[string][]*http.Request{}, arrived: make(chan struct{}, 1024)}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		var m map[string]any
 		_ = json.Unmarshal(body, &m)
+		kept := req.Clone(context.Background())
+		kept.Body = io.NopCloser(bytes.NewReader(body))
 		r.mu.Lock()
 		status := r.status
 		if status == 0 || status/100 == 2 {
 			r.deliveries[req.URL.Path] = append(r.deliveries[req.URL.Path], m)
+			r.raw[req.URL.Path] = append(r.raw[req.URL.Path], kept)
 		}
 		r.mu.Unlock()
 		if status == 0 {
@@ -81,6 +85,14 @@ func NewReceiver(t testing.TB) *Receiver {
 
 // URL returns the receiver's URL for path.
 func (r *Receiver) URL(path string) string { return r.srv.URL + path }
+
+// Requests returns the delivered requests to path as received (headers
+// and body), for checking signatures.
+func (r *Receiver) Requests(path string) []*http.Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*http.Request(nil), r.raw[path]...)
+}
 
 // SetStatus makes the receiver answer every delivery with status (and not
 // record it unless it is 2xx).
@@ -181,15 +193,19 @@ func (a Answer) ErrorObject(t testing.TB) map[string]any {
 	return e
 }
 
-// CreateArgs is a storyboard-shaped create_media_buy request.
+// CreateArgs is a create_media_buy request shaped as the bundled AdCP
+// 3.0.6 idempotency storyboard sends it: pinned to AdCP 3.0
+// (adcp_major_version 3), with a webhook registration of a URL only when
+// pushURL is set.
 func CreateArgs(key string, budget float64, pushURL, correlation string) map[string]any {
 	args := map[string]any{
-		"account":    map[string]any{"brand": map[string]any{"domain": "acmeoutdoor.example"}, "operator": "pinnacle-agency.example"},
-		"brand":      map[string]any{"domain": "acmeoutdoor.example"},
-		"start_time": "2026-06-01T00:00:00Z",
-		"end_time":   "2026-06-30T23:59:59Z",
-		"packages":   []any{map[string]any{"product_id": "test-product", "budget": budget, "pricing_option_id": "test-pricing"}},
-		"context":    map[string]any{"correlation_id": correlation},
+		"adcp_major_version": 3,
+		"account":            map[string]any{"brand": map[string]any{"domain": "acmeoutdoor.example"}, "operator": "pinnacle-agency.example"},
+		"brand":              map[string]any{"domain": "acmeoutdoor.example"},
+		"start_time":         "2026-06-01T00:00:00Z",
+		"end_time":           "2026-06-30T23:59:59Z",
+		"packages":           []any{map[string]any{"product_id": "test-product", "budget": budget, "pricing_option_id": "test-pricing"}},
+		"context":            map[string]any{"correlation_id": correlation},
 	}
 	if key != "" {
 		args["idempotency_key"] = key
@@ -273,8 +289,8 @@ func storyboard(t *testing.T, env Env) {
 	conflictArgs["end_time"] = "2026-09-30T23:59:59Z"
 	conflict := Call(t, cs, "create_media_buy", conflictArgs)
 	e := conflict.ErrorObject(t)
-	if e["code"] != "IDEMPOTENCY_CONFLICT" || e["message"] == "" || e["recovery"] != "correctable" || len(e) != 3 {
-		t.Fatalf("conflict adcp_error = %v, want code and message only", e)
+	if e["code"] != "IDEMPOTENCY_CONFLICT" || e["message"] == "" || len(e) != 2 {
+		t.Fatalf("conflict adcp_error = %v, want code and message only (AdCP 3.0)", e)
 	}
 	if conflict.Body["context"].(map[string]any)["correlation_id"] != "conflict" || strings.Contains(conflict.Raw, "5000") {
 		t.Fatalf("conflict answer = %s", conflict.Raw)

@@ -1,15 +1,32 @@
 -- name: MediaBuyInsert :exec
 -- MediaBuyInsert stores a media buy (inside the idempotent transaction).
 INSERT INTO seller_media_buys (
-    media_buy_id, principal_id, account, status, currency, total_budget, start_time, end_time, packages
+    media_buy_id, principal_id, account_id, account, name, status, currency, total_budget,
+    start_time, end_time, revision, packages, confirmed_at
 ) VALUES (
-    sqlc.arg('media_buy_id'), sqlc.arg('principal_id'), sqlc.arg('account'), sqlc.arg('status'),
-    sqlc.arg('currency'), sqlc.arg('total_budget'), sqlc.arg('start_time'), sqlc.arg('end_time'), sqlc.arg('packages')
+    sqlc.arg('media_buy_id'), sqlc.arg('principal_id'), sqlc.arg('account_id'), sqlc.arg('account'), sqlc.arg('name'),
+    sqlc.arg('status'), sqlc.arg('currency'), sqlc.arg('total_budget'), sqlc.arg('start_time'), sqlc.arg('end_time'),
+    sqlc.arg('revision'), sqlc.arg('packages'), sqlc.arg('confirmed_at')
 );
+
+-- name: MediaBuyUpdate :exec
+-- MediaBuyUpdate stores a changed media buy.
+UPDATE seller_media_buys
+SET status = sqlc.arg('status'), total_budget = sqlc.arg('total_budget'), end_time = sqlc.arg('end_time'),
+    revision = sqlc.arg('revision'), packages = sqlc.arg('packages')
+WHERE principal_id = sqlc.arg('principal_id') AND media_buy_id = sqlc.arg('media_buy_id');
+
+-- name: MediaBuyForUpdate :many
+-- MediaBuyForUpdate reads one of a principal's media buys and locks it
+-- until the transaction ends.
+SELECT media_buy_id, account, name, status, currency, total_budget, start_time, end_time, revision, packages, confirmed_at
+FROM seller_media_buys
+WHERE principal_id = sqlc.arg('principal_id') AND media_buy_id = sqlc.arg('media_buy_id')
+FOR UPDATE;
 
 -- name: MediaBuyList :many
 -- MediaBuyList returns a principal's media buys, all of them or those named.
-SELECT media_buy_id, account, status, currency, total_budget, start_time, end_time, packages, created_at
+SELECT media_buy_id, account, name, status, currency, total_budget, start_time, end_time, revision, packages, confirmed_at
 FROM seller_media_buys
 WHERE principal_id = sqlc.arg('principal_id')
   AND (cardinality(sqlc.arg('ids')::text[]) = 0 OR media_buy_id = ANY (sqlc.arg('ids')::text[]))
@@ -19,36 +36,47 @@ ORDER BY created_at, media_buy_id;
 -- MediaBuyCount counts a principal's media buys.
 SELECT count(*) FROM seller_media_buys WHERE principal_id = sqlc.arg('principal_id');
 
--- name: OutboxInsert :exec
--- OutboxInsert queues a webhook event (inside the idempotent transaction).
-INSERT INTO seller_webhook_outbox (media_buy_id, url, body)
-VALUES (sqlc.arg('media_buy_id'), sqlc.arg('url'), sqlc.arg('body'));
+-- name: AccountGet :many
+-- AccountGet finds one of a principal's accounts by id.
+SELECT account FROM seller_media_buys
+WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account_id')
+LIMIT 1;
 
--- name: OutboxLease :many
--- OutboxLease takes up to max_rows due, undelivered events for lease_ms, so
--- that concurrent dispatchers (several seller processes) never send one
--- event at the same time.
-UPDATE seller_webhook_outbox AS o
-SET lease_until = now() + sqlc.arg('lease_ms')::bigint * interval '1 millisecond',
-    attempts    = o.attempts + 1
-WHERE o.id IN (
-    SELECT p.id FROM seller_webhook_outbox AS p
-    WHERE p.delivered_at IS NULL AND p.next_attempt_at <= now()
-      AND (p.lease_until IS NULL OR p.lease_until < now())
-    ORDER BY p.next_attempt_at, p.id
-    LIMIT sqlc.arg('max_rows')::int
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING o.id, o.url, o.body, o.attempts;
+-- name: AccountList :many
+-- AccountList returns the accounts a principal has bought under, oldest
+-- first.
+SELECT account FROM (
+    SELECT DISTINCT ON (account_id) account_id, account, created_at
+    FROM seller_media_buys WHERE principal_id = sqlc.arg('principal_id')
+    ORDER BY account_id, created_at
+) AS a
+ORDER BY created_at, account_id;
 
--- name: OutboxDelivered :exec
--- OutboxDelivered marks an event delivered.
-UPDATE seller_webhook_outbox SET delivered_at = now(), lease_until = NULL, last_error = NULL
-WHERE id = sqlc.arg('id');
+-- name: TaskInsert :exec
+-- TaskInsert stores a new task (inside the idempotent transaction).
+INSERT INTO seller_tasks (task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at)
+VALUES (sqlc.arg('task_id'), sqlc.arg('principal_id'), sqlc.arg('task_type'), sqlc.arg('status'), sqlc.arg('version'),
+        sqlc.arg('buy'), sqlc.arg('push'), sqlc.arg('context'), sqlc.arg('result'), sqlc.arg('created_at'), sqlc.arg('updated_at'),
+        sqlc.narg('completed_at'));
 
--- name: OutboxRetryLater :exec
--- OutboxRetryLater records a failed attempt and when to try again.
-UPDATE seller_webhook_outbox
-SET lease_until = NULL, last_error = sqlc.arg('last_error')::text,
-    next_attempt_at = now() + sqlc.arg('delay_ms')::bigint * interval '1 millisecond'
-WHERE id = sqlc.arg('id');
+-- name: TaskUpdate :exec
+-- TaskUpdate records a task's new status and result.
+UPDATE seller_tasks
+SET status = sqlc.arg('status'), buy = sqlc.arg('buy'), result = sqlc.arg('result'),
+    updated_at = sqlc.arg('updated_at'), completed_at = sqlc.narg('completed_at')
+WHERE task_id = sqlc.arg('task_id');
+
+-- name: TaskGet :many
+-- TaskGet reads one of a principal's tasks.
+SELECT task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at
+FROM seller_tasks WHERE task_id = sqlc.arg('task_id') AND principal_id = sqlc.arg('principal_id');
+
+-- name: TaskForUpdate :many
+-- TaskForUpdate reads a task and locks it until the transaction ends.
+SELECT task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at
+FROM seller_tasks WHERE task_id = sqlc.arg('task_id')
+FOR UPDATE;
+
+-- name: TaskExists :one
+-- TaskExists reports whether a task id is taken.
+SELECT EXISTS (SELECT 1 FROM seller_tasks WHERE task_id = sqlc.arg('task_id'));

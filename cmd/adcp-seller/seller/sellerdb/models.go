@@ -6,8 +6,6 @@ package sellerdb
 
 import (
 	"time"
-
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 type SellerMediaBuy struct {
@@ -21,17 +19,23 @@ type SellerMediaBuy struct {
 	EndTime     string
 	Packages    []byte
 	CreatedAt   time.Time
+	AccountID   string
+	Name        string
+	Revision    int32
+	ConfirmedAt time.Time
 }
 
-type SellerWebhookOutbox struct {
-	ID            int64
-	MediaBuyID    string
-	URL           string
-	Body          []byte
-	Attempts      int32
-	NextAttemptAt time.Time
-	LeaseUntil    pgtype.Timestamptz
-	DeliveredAt   pgtype.Timestamptz
-	LastError     pgtype.Text
-	CreatedAt     time.Time
+type SellerTask struct {
+	TaskID      string
+	PrincipalID string
+	TaskType    string
+	Status      string
+	Version     string
+	Buy         []byte
+	Push        []byte
+	Context     []byte
+	Result      []byte
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
 }

@@ -10,6 +10,69 @@ import (
 	"time"
 )
 
+const accountGet = `-- name: AccountGet :many
+SELECT account FROM seller_media_buys
+WHERE principal_id = $1 AND account_id = $2
+LIMIT 1
+`
+
+type AccountGetParams struct {
+	PrincipalID string
+	AccountID   string
+}
+
+// AccountGet finds one of a principal's accounts by id.
+func (q *Queries) AccountGet(ctx context.Context, db DBTX, arg AccountGetParams) ([][]byte, error) {
+	rows, err := db.Query(ctx, accountGet, arg.PrincipalID, arg.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items [][]byte
+	for rows.Next() {
+		var account []byte
+		if err := rows.Scan(&account); err != nil {
+			return nil, err
+		}
+		items = append(items, account)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const accountList = `-- name: AccountList :many
+SELECT account FROM (
+    SELECT DISTINCT ON (account_id) account_id, account, created_at
+    FROM seller_media_buys WHERE principal_id = $1
+    ORDER BY account_id, created_at
+) AS a
+ORDER BY created_at, account_id
+`
+
+// AccountList returns the accounts a principal has bought under, oldest
+// first.
+func (q *Queries) AccountList(ctx context.Context, db DBTX, principalID string) ([][]byte, error) {
+	rows, err := db.Query(ctx, accountList, principalID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items [][]byte
+	for rows.Next() {
+		var account []byte
+		if err := rows.Scan(&account); err != nil {
+			return nil, err
+		}
+		items = append(items, account)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const mediaBuyCount = `-- name: MediaBuyCount :one
 SELECT count(*) FROM seller_media_buys WHERE principal_id = $1
 `
@@ -22,25 +85,91 @@ func (q *Queries) MediaBuyCount(ctx context.Context, db DBTX, principalID string
 	return count, err
 }
 
+const mediaBuyForUpdate = `-- name: MediaBuyForUpdate :many
+SELECT media_buy_id, account, name, status, currency, total_budget, start_time, end_time, revision, packages, confirmed_at
+FROM seller_media_buys
+WHERE principal_id = $1 AND media_buy_id = $2
+FOR UPDATE
+`
+
+type MediaBuyForUpdateParams struct {
+	PrincipalID string
+	MediaBuyID  string
+}
+
+type MediaBuyForUpdateRow struct {
+	MediaBuyID  string
+	Account     []byte
+	Name        string
+	Status      string
+	Currency    string
+	TotalBudget float64
+	StartTime   string
+	EndTime     string
+	Revision    int32
+	Packages    []byte
+	ConfirmedAt time.Time
+}
+
+// MediaBuyForUpdate reads one of a principal's media buys and locks it
+// until the transaction ends.
+func (q *Queries) MediaBuyForUpdate(ctx context.Context, db DBTX, arg MediaBuyForUpdateParams) ([]MediaBuyForUpdateRow, error) {
+	rows, err := db.Query(ctx, mediaBuyForUpdate, arg.PrincipalID, arg.MediaBuyID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []MediaBuyForUpdateRow
+	for rows.Next() {
+		var i MediaBuyForUpdateRow
+		if err := rows.Scan(
+			&i.MediaBuyID,
+			&i.Account,
+			&i.Name,
+			&i.Status,
+			&i.Currency,
+			&i.TotalBudget,
+			&i.StartTime,
+			&i.EndTime,
+			&i.Revision,
+			&i.Packages,
+			&i.ConfirmedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const mediaBuyInsert = `-- name: MediaBuyInsert :exec
 INSERT INTO seller_media_buys (
-    media_buy_id, principal_id, account, status, currency, total_budget, start_time, end_time, packages
+    media_buy_id, principal_id, account_id, account, name, status, currency, total_budget,
+    start_time, end_time, revision, packages, confirmed_at
 ) VALUES (
-    $1, $2, $3, $4,
-    $5, $6, $7, $8, $9
+    $1, $2, $3, $4, $5,
+    $6, $7, $8, $9, $10,
+    $11, $12, $13
 )
 `
 
 type MediaBuyInsertParams struct {
 	MediaBuyID  string
 	PrincipalID string
+	AccountID   string
 	Account     []byte
+	Name        string
 	Status      string
 	Currency    string
 	TotalBudget float64
 	StartTime   string
 	EndTime     string
+	Revision    int32
 	Packages    []byte
+	ConfirmedAt time.Time
 }
 
 // MediaBuyInsert stores a media buy (inside the idempotent transaction).
@@ -48,19 +177,23 @@ func (q *Queries) MediaBuyInsert(ctx context.Context, db DBTX, arg MediaBuyInser
 	_, err := db.Exec(ctx, mediaBuyInsert,
 		arg.MediaBuyID,
 		arg.PrincipalID,
+		arg.AccountID,
 		arg.Account,
+		arg.Name,
 		arg.Status,
 		arg.Currency,
 		arg.TotalBudget,
 		arg.StartTime,
 		arg.EndTime,
+		arg.Revision,
 		arg.Packages,
+		arg.ConfirmedAt,
 	)
 	return err
 }
 
 const mediaBuyList = `-- name: MediaBuyList :many
-SELECT media_buy_id, account, status, currency, total_budget, start_time, end_time, packages, created_at
+SELECT media_buy_id, account, name, status, currency, total_budget, start_time, end_time, revision, packages, confirmed_at
 FROM seller_media_buys
 WHERE principal_id = $1
   AND (cardinality($2::text[]) = 0 OR media_buy_id = ANY ($2::text[]))
@@ -75,13 +208,15 @@ type MediaBuyListParams struct {
 type MediaBuyListRow struct {
 	MediaBuyID  string
 	Account     []byte
+	Name        string
 	Status      string
 	Currency    string
 	TotalBudget float64
 	StartTime   string
 	EndTime     string
+	Revision    int32
 	Packages    []byte
-	CreatedAt   time.Time
+	ConfirmedAt time.Time
 }
 
 // MediaBuyList returns a principal's media buys, all of them or those named.
@@ -97,13 +232,15 @@ func (q *Queries) MediaBuyList(ctx context.Context, db DBTX, arg MediaBuyListPar
 		if err := rows.Scan(
 			&i.MediaBuyID,
 			&i.Account,
+			&i.Name,
 			&i.Status,
 			&i.Currency,
 			&i.TotalBudget,
 			&i.StartTime,
 			&i.EndTime,
+			&i.Revision,
 			&i.Packages,
-			&i.CreatedAt,
+			&i.ConfirmedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -115,78 +252,78 @@ func (q *Queries) MediaBuyList(ctx context.Context, db DBTX, arg MediaBuyListPar
 	return items, nil
 }
 
-const outboxDelivered = `-- name: OutboxDelivered :exec
-UPDATE seller_webhook_outbox SET delivered_at = now(), lease_until = NULL, last_error = NULL
-WHERE id = $1
+const mediaBuyUpdate = `-- name: MediaBuyUpdate :exec
+UPDATE seller_media_buys
+SET status = $1, total_budget = $2, end_time = $3,
+    revision = $4, packages = $5
+WHERE principal_id = $6 AND media_buy_id = $7
 `
 
-// OutboxDelivered marks an event delivered.
-func (q *Queries) OutboxDelivered(ctx context.Context, db DBTX, id int64) error {
-	_, err := db.Exec(ctx, outboxDelivered, id)
+type MediaBuyUpdateParams struct {
+	Status      string
+	TotalBudget float64
+	EndTime     string
+	Revision    int32
+	Packages    []byte
+	PrincipalID string
+	MediaBuyID  string
+}
+
+// MediaBuyUpdate stores a changed media buy.
+func (q *Queries) MediaBuyUpdate(ctx context.Context, db DBTX, arg MediaBuyUpdateParams) error {
+	_, err := db.Exec(ctx, mediaBuyUpdate,
+		arg.Status,
+		arg.TotalBudget,
+		arg.EndTime,
+		arg.Revision,
+		arg.Packages,
+		arg.PrincipalID,
+		arg.MediaBuyID,
+	)
 	return err
 }
 
-const outboxInsert = `-- name: OutboxInsert :exec
-INSERT INTO seller_webhook_outbox (media_buy_id, url, body)
-VALUES ($1, $2, $3)
+const taskExists = `-- name: TaskExists :one
+SELECT EXISTS (SELECT 1 FROM seller_tasks WHERE task_id = $1)
 `
 
-type OutboxInsertParams struct {
-	MediaBuyID string
-	URL        string
-	Body       []byte
+// TaskExists reports whether a task id is taken.
+func (q *Queries) TaskExists(ctx context.Context, db DBTX, taskID string) (bool, error) {
+	row := db.QueryRow(ctx, taskExists, taskID)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
-// OutboxInsert queues a webhook event (inside the idempotent transaction).
-func (q *Queries) OutboxInsert(ctx context.Context, db DBTX, arg OutboxInsertParams) error {
-	_, err := db.Exec(ctx, outboxInsert, arg.MediaBuyID, arg.URL, arg.Body)
-	return err
-}
-
-const outboxLease = `-- name: OutboxLease :many
-UPDATE seller_webhook_outbox AS o
-SET lease_until = now() + $1::bigint * interval '1 millisecond',
-    attempts    = o.attempts + 1
-WHERE o.id IN (
-    SELECT p.id FROM seller_webhook_outbox AS p
-    WHERE p.delivered_at IS NULL AND p.next_attempt_at <= now()
-      AND (p.lease_until IS NULL OR p.lease_until < now())
-    ORDER BY p.next_attempt_at, p.id
-    LIMIT $2::int
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING o.id, o.url, o.body, o.attempts
+const taskForUpdate = `-- name: TaskForUpdate :many
+SELECT task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at
+FROM seller_tasks WHERE task_id = $1
+FOR UPDATE
 `
 
-type OutboxLeaseParams struct {
-	LeaseMs int64
-	MaxRows int32
-}
-
-type OutboxLeaseRow struct {
-	ID       int64
-	URL      string
-	Body     []byte
-	Attempts int32
-}
-
-// OutboxLease takes up to max_rows due, undelivered events for lease_ms, so
-// that concurrent dispatchers (several seller processes) never send one
-// event at the same time.
-func (q *Queries) OutboxLease(ctx context.Context, db DBTX, arg OutboxLeaseParams) ([]OutboxLeaseRow, error) {
-	rows, err := db.Query(ctx, outboxLease, arg.LeaseMs, arg.MaxRows)
+// TaskForUpdate reads a task and locks it until the transaction ends.
+func (q *Queries) TaskForUpdate(ctx context.Context, db DBTX, taskID string) ([]SellerTask, error) {
+	rows, err := db.Query(ctx, taskForUpdate, taskID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []OutboxLeaseRow
+	var items []SellerTask
 	for rows.Next() {
-		var i OutboxLeaseRow
+		var i SellerTask
 		if err := rows.Scan(
-			&i.ID,
-			&i.URL,
-			&i.Body,
-			&i.Attempts,
+			&i.TaskID,
+			&i.PrincipalID,
+			&i.TaskType,
+			&i.Status,
+			&i.Version,
+			&i.Buy,
+			&i.Push,
+			&i.Context,
+			&i.Result,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CompletedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -198,21 +335,116 @@ func (q *Queries) OutboxLease(ctx context.Context, db DBTX, arg OutboxLeaseParam
 	return items, nil
 }
 
-const outboxRetryLater = `-- name: OutboxRetryLater :exec
-UPDATE seller_webhook_outbox
-SET lease_until = NULL, last_error = $1::text,
-    next_attempt_at = now() + $2::bigint * interval '1 millisecond'
-WHERE id = $3
+const taskGet = `-- name: TaskGet :many
+SELECT task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at
+FROM seller_tasks WHERE task_id = $1 AND principal_id = $2
 `
 
-type OutboxRetryLaterParams struct {
-	LastError string
-	DelayMs   int64
-	ID        int64
+type TaskGetParams struct {
+	TaskID      string
+	PrincipalID string
 }
 
-// OutboxRetryLater records a failed attempt and when to try again.
-func (q *Queries) OutboxRetryLater(ctx context.Context, db DBTX, arg OutboxRetryLaterParams) error {
-	_, err := db.Exec(ctx, outboxRetryLater, arg.LastError, arg.DelayMs, arg.ID)
+// TaskGet reads one of a principal's tasks.
+func (q *Queries) TaskGet(ctx context.Context, db DBTX, arg TaskGetParams) ([]SellerTask, error) {
+	rows, err := db.Query(ctx, taskGet, arg.TaskID, arg.PrincipalID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []SellerTask
+	for rows.Next() {
+		var i SellerTask
+		if err := rows.Scan(
+			&i.TaskID,
+			&i.PrincipalID,
+			&i.TaskType,
+			&i.Status,
+			&i.Version,
+			&i.Buy,
+			&i.Push,
+			&i.Context,
+			&i.Result,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CompletedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const taskInsert = `-- name: TaskInsert :exec
+INSERT INTO seller_tasks (task_id, principal_id, task_type, status, version, buy, push, context, result, created_at, updated_at, completed_at)
+VALUES ($1, $2, $3, $4, $5,
+        $6, $7, $8, $9, $10, $11,
+        $12)
+`
+
+type TaskInsertParams struct {
+	TaskID      string
+	PrincipalID string
+	TaskType    string
+	Status      string
+	Version     string
+	Buy         []byte
+	Push        []byte
+	Context     []byte
+	Result      []byte
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
+}
+
+// TaskInsert stores a new task (inside the idempotent transaction).
+func (q *Queries) TaskInsert(ctx context.Context, db DBTX, arg TaskInsertParams) error {
+	_, err := db.Exec(ctx, taskInsert,
+		arg.TaskID,
+		arg.PrincipalID,
+		arg.TaskType,
+		arg.Status,
+		arg.Version,
+		arg.Buy,
+		arg.Push,
+		arg.Context,
+		arg.Result,
+		arg.CreatedAt,
+		arg.UpdatedAt,
+		arg.CompletedAt,
+	)
+	return err
+}
+
+const taskUpdate = `-- name: TaskUpdate :exec
+UPDATE seller_tasks
+SET status = $1, buy = $2, result = $3,
+    updated_at = $4, completed_at = $5
+WHERE task_id = $6
+`
+
+type TaskUpdateParams struct {
+	Status      string
+	Buy         []byte
+	Result      []byte
+	UpdatedAt   time.Time
+	CompletedAt *time.Time
+	TaskID      string
+}
+
+// TaskUpdate records a task's new status and result.
+func (q *Queries) TaskUpdate(ctx context.Context, db DBTX, arg TaskUpdateParams) error {
+	_, err := db.Exec(ctx, taskUpdate,
+		arg.Status,
+		arg.Buy,
+		arg.Result,
+		arg.UpdatedAt,
+		arg.CompletedAt,
+		arg.TaskID,
+	)
 	return err
 }

@@ -1,0 +1,164 @@
+package seller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"github.com/adcp-go/idempotency/adcp"
+)
+
+// comply_test_controller: the AdCP test controller, with which compliance
+// storyboards seed fixtures and steer the seller into states they test.
+// Only sandbox principals (Config.Sandbox) may call it; it is not
+// registered at all when there are none. Its answers are the controller's
+// own shape, {success, ...} or {success: false, error, error_detail}.
+
+// controllerScenarios are the scenarios this seller implements, as
+// list_scenarios and the capabilities' compliance_testing block list them.
+var controllerScenarios = []string{
+	"force_create_media_buy_arm",
+	"force_task_completion",
+	"seed_product",
+	"seed_pricing_option",
+	"seed_creative_format",
+}
+
+// controller keeps what force_create_media_buy_arm arms: the arm the next
+// create_media_buy of a principal takes.
+type controller struct {
+	mu   sync.Mutex
+	arms map[string]forcedArm // by principal
+}
+
+type forcedArm struct{ taskID string }
+
+// takeArm returns and disarms principal's forced arm.
+func (c *controller) takeArm(principal string) (forcedArm, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.arms[principal]
+	delete(c.arms, principal)
+	return a, ok
+}
+
+func (c *controller) arm(principal string, a forcedArm) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.arms == nil {
+		c.arms = map[string]forcedArm{}
+	}
+	c.arms[principal] = a
+}
+
+// controllerResult is a controller answer.
+type controllerResult struct {
+	Success       bool     `json:"success"`
+	Scenarios     []string `json:"scenarios,omitempty"`
+	Message       string   `json:"message,omitempty"`
+	PreviousState string   `json:"previous_state,omitempty"`
+	CurrentState  string   `json:"current_state,omitempty"`
+	Error         string   `json:"error,omitempty"`
+	ErrorDetail   string   `json:"error_detail,omitempty"`
+}
+
+func refused(code, detail string) controllerResult {
+	return controllerResult{Error: code, ErrorDetail: detail}
+}
+
+// comply is comply_test_controller.
+func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, error) {
+	if !s.cfg.Sandbox[c.Principal] {
+		return refused("FORBIDDEN", "comply_test_controller is for sandbox principals only"), nil
+	}
+	var req controllerRequest
+	if err := c.Decode(&req); err != nil {
+		return controllerResult{}, err
+	}
+	var p struct {
+		ProductID       string          `json:"product_id"`
+		PricingOptionID string          `json:"pricing_option_id"`
+		FormatID        string          `json:"format_id"`
+		TaskID          string          `json:"task_id"`
+		Arm             string          `json:"arm"`
+		Fixture         json.RawMessage `json:"fixture"`
+		Result          json.RawMessage `json:"result"`
+	}
+	if len(req.Params) > 0 && string(req.Params) != "null" {
+		if err := json.Unmarshal(req.Params, &p); err != nil {
+			return refused("INVALID_PARAMS", "params must be an object of the scenario's parameters"), nil
+		}
+	}
+	var fixture map[string]any
+	if len(p.Fixture) > 0 && string(p.Fixture) != "null" {
+		if err := json.Unmarshal(p.Fixture, &fixture); err != nil {
+			return refused("INVALID_PARAMS", "params.fixture must be an object"), nil
+		}
+	}
+	seeded := func(fresh bool, err error) (controllerResult, error) {
+		var se *seedError
+		if errors.As(err, &se) {
+			return refused(se.Code, se.Detail), nil
+		}
+		if fresh {
+			return controllerResult{Success: true, Message: "Fixture seeded"}, nil
+		}
+		return controllerResult{Success: true, Message: "Fixture re-seeded (equivalent)"}, nil
+	}
+
+	switch req.Scenario {
+	case "":
+		return refused("INVALID_PARAMS", "scenario is required"), nil
+	case "list_scenarios":
+		return controllerResult{Success: true, Scenarios: controllerScenarios}, nil
+	case "seed_product":
+		if p.ProductID == "" {
+			return refused("INVALID_PARAMS", "seed_product requires params.product_id"), nil
+		}
+		return seeded(s.catalog.seedProduct(p.ProductID, fixture))
+	case "seed_pricing_option":
+		if p.ProductID == "" || p.PricingOptionID == "" {
+			return refused("INVALID_PARAMS", "seed_pricing_option requires params.product_id and params.pricing_option_id"), nil
+		}
+		return seeded(s.catalog.seedPricingOption(p.ProductID, p.PricingOptionID, fixture))
+	case "seed_creative_format":
+		if p.FormatID == "" {
+			return refused("INVALID_PARAMS", "seed_creative_format requires params.format_id"), nil
+		}
+		return seeded(s.catalog.seedFormat(p.FormatID, fixture))
+	case "force_create_media_buy_arm":
+		switch {
+		case p.Arm != "submitted":
+			return refused("INVALID_PARAMS", "force_create_media_buy_arm: this seller implements arm 'submitted' only"), nil
+		case !taskIDPattern.MatchString(p.TaskID):
+			return refused("INVALID_PARAMS", "force_create_media_buy_arm with arm 'submitted' requires params.task_id (1 to 255 of A-Za-z0-9_.:-)"), nil
+		}
+		s.controller.arm(c.Principal, forcedArm{taskID: p.TaskID})
+		return controllerResult{Success: true, Message: "the next create_media_buy answers submitted with this task_id"}, nil
+	case "force_task_completion":
+		var result map[string]any
+		switch {
+		case !taskIDPattern.MatchString(p.TaskID):
+			return refused("INVALID_PARAMS", "force_task_completion requires params.task_id (1 to 255 of A-Za-z0-9_.:-)"), nil
+		case len(p.Result) == 0 || json.Unmarshal(p.Result, &result) != nil || result == nil:
+			return refused("INVALID_PARAMS", "force_task_completion requires params.result, the completion payload object"), nil
+		}
+		t, ok, err := s.store.task(ctx, c.Principal, p.TaskID)
+		if err != nil {
+			return controllerResult{}, err
+		}
+		if !ok {
+			return refused("NOT_FOUND", "no task with this task_id for the caller"), nil
+		}
+		done, err := s.completeTask(ctx, t.ID, p.Result)
+		if err != nil {
+			return controllerResult{}, err
+		}
+		if !done {
+			return controllerResult{Error: "INVALID_TRANSITION", ErrorDetail: "the task is no longer submitted", CurrentState: "completed"}, nil
+		}
+		return controllerResult{Success: true, PreviousState: t.Status, CurrentState: "completed"}, nil
+	}
+	return refused("UNKNOWN_SCENARIO", "this seller does not implement this scenario; list_scenarios lists those it does"), nil
+}
