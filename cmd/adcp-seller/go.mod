@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	github.com/adcp-go/idempotency v0.0.0-00010101000000-000000000000
 	github.com/adcp-go/idempotency/adcpmcp v0.0.0-00010101000000-000000000000
+	github.com/adcp-go/idempotency/httpsig v0.0.0-00010101000000-000000000000
 	github.com/adcp-go/idempotency/migrations v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/modelcontextprotocol/go-sdk v1.8.0
@@ -12,6 +13,7 @@ require (
 )
 
 require (
+	github.com/dunglas/httpsfv v1.1.2 // indirect
 	github.com/google/jsonschema-go v0.4.3 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
@@ -32,5 +34,6 @@ require (
 replace (
 	github.com/adcp-go/idempotency => ../../
 	github.com/adcp-go/idempotency/adcpmcp => ../../adcpmcp
+	github.com/adcp-go/idempotency/httpsig => ../../httpsig
 	github.com/adcp-go/idempotency/migrations => ../../migrations
 )

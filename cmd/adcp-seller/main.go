@@ -8,7 +8,9 @@
 // media buys, webhook events and idempotent answers commit together in
 // Postgres. Without -tokens it makes up a development token and prints it
 // with the MCP URL. -dev allows http:// and loopback webhook URLs, which the
-// compliance runner's receiver uses.
+// compliance runner's receiver uses. Signed requests (RFC 9421) are always
+// verified; -dev -trust-conformance-keys also trusts the AdCP conformance
+// test keys, for the runner's signed_requests storyboard only.
 package main
 
 import (
@@ -48,6 +50,7 @@ func run() error {
 	dev := flag.Bool("dev", false, "development mode: allow http:// and loopback webhook URLs")
 	ttl := flag.Duration("replay-ttl", 24*time.Hour, "idempotency replay window (1h to 168h)")
 	keys := flag.String("encryption-keys", os.Getenv("ADCP_SELLER_ENCRYPTION_KEYS"), "keys that seal stored answers at rest, as id=base64(32 bytes),... the first sealing new answers, the others opening old ones (env ADCP_SELLER_ENCRYPTION_KEYS); -dev makes one up")
+	conformanceKeys := flag.Bool("trust-conformance-keys", false, "sandbox only, requires -dev: trust the AdCP conformance runner's PUBLIC test keys (their private halves are published with the spec) as signer \""+seller.ConformancePrincipal+"\" and serve the signature grading endpoint under /mcp/adcp/; never in production")
 	rate := flag.Float64("insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
 	flag.Parse()
 
@@ -69,6 +72,15 @@ func run() error {
 		})
 	default:
 		cfg.Idempotency.Limiter = idem.Unlimited
+	}
+
+	if *conformanceKeys {
+		if !*dev {
+			return errors.New("-trust-conformance-keys requires -dev: anyone can sign with the conformance test keys")
+		}
+		if cfg.RequestSigning, err = seller.ConformanceSigning(); err != nil {
+			return err
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -12,7 +12,9 @@
 //   - memory.go and postgres.go: its two implementations (memstore and a
 //     Guard; Postgres with idem.RunInTx, where the media buy, its webhook
 //     event and the stored answer commit in one transaction);
-//   - webhook.go: webhook events, delivery and the SSRF guard.
+//   - webhook.go: webhook events, delivery and the SSRF guard;
+//   - signing.go: RFC 9421 signed requests (verification, the
+//     request_signing capability, the sandbox grading endpoint).
 package seller
 
 import (
@@ -47,6 +49,9 @@ type Config struct {
 	// DispatchInterval is how often the Postgres outbox is polled besides
 	// the nudge after each commit. Defaults to one second.
 	DispatchInterval time.Duration
+	// RequestSigning configures RFC 9421 signed requests (signing.go).
+	// Defaults to verifying every signature and trusting no signer.
+	RequestSigning *RequestSigning
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
@@ -57,6 +62,8 @@ type Seller struct {
 	store  store
 	poster *poster
 	http   http.Handler
+
+	signing *signatures
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -89,6 +96,9 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	if cfg.Idempotency != nil && cfg.Idempotency.MaxPayloadBytes > 0 {
 		maxPayload = cfg.Idempotency.MaxPayloadBytes
 	}
+	if s.signing, err = newSignatures(cfg, s.log, int64(maxPayload)+64<<10); err != nil {
+		return nil, err
+	}
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, MaxRequestBodyBytes: int64(maxPayload) + 64<<10})
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
@@ -99,9 +109,9 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 		return &auth.TokenInfo{UserID: p, Expiration: time.Now().Add(time.Hour)}, nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", adcpAuthHeader(auth.RequireBearerToken(verify, nil)(adcpmcp.AcceptJSON(streamable))))
+	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	s.http = mux
+	s.http = s.signing.gradingEndpoint(mux)
 	return s, nil
 }
 

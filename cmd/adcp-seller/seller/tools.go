@@ -13,6 +13,7 @@ import (
 
 	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
+	"github.com/adcp-go/idempotency/httpsig"
 	"github.com/adcp-go/idempotency/idem"
 )
 
@@ -41,12 +42,15 @@ type capabilitiesResponse struct {
 	SupportedProtocols []string       `json:"supported_protocols"`
 	Account            map[string]any `json:"account"`
 	MediaBuy           map[string]any `json:"media_buy"`
+
+	RequestSigning httpsig.Capability `json:"request_signing"`
 }
 
 func (s *Seller) capabilities(context.Context, *adcp.Call) (capabilitiesResponse, error) {
 	var r capabilitiesResponse
 	r.ADCP.MajorVersions = []int{3}
 	r.ADCP.Idempotency = s.store.capability()
+	r.RequestSigning = s.signing.capability()
 	r.SupportedProtocols = []string{"media_buy"}
 	r.Account = map[string]any{"supported_billing": []string{"operator"}, "sandbox": true}
 	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}}
