@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 	"time"
@@ -323,7 +322,7 @@ func (g *signatures) check(w http.ResponseWriter, r *http.Request, ep *endpointP
 	verified, verr := ep.verifier.Verify(r.Context(), r, body)
 	unsigned := errors.Is(verr, httpsig.ErrUnsigned)
 	d := httpsig.Requirement{
-		Mode:                  ep.capability.ModeFor(operation(r, body)),
+		Mode:                  ep.capability.ModeFor(httpsig.RequestOperation(r, body)),
 		Mandatory:             unsigned && ep.capability.Supported && mayCarryWebhookAuth(body) && httpsig.CarriesWebhookAuthentication(body),
 		FallbackAuthenticated: g.bearerValid(r),
 	}.Decide(verr)
@@ -373,27 +372,6 @@ func (g *signatures) bearerValid(r *http.Request) bool {
 	}
 	_, ok := g.tokens[token]
 	return ok && token != ""
-}
-
-// operation is what r invokes, for the required_for / warn_for lookup: the
-// JSON-RPC method (and the tool of a tools/call), else the last segment of
-// the path (the per-operation URLs of the conformance vectors).
-func operation(r *http.Request, body []byte) httpsig.Operation {
-	var env struct {
-		JSONRPC string `json:"jsonrpc"`
-		Method  string `json:"method"`
-		Params  struct {
-			Name string `json:"name"`
-		} `json:"params"`
-	}
-	if json.Unmarshal(body, &env) == nil && env.JSONRPC != "" {
-		op := httpsig.Operation{Method: env.Method}
-		if env.Method == "tools/call" {
-			op.Name = env.Params.Name
-		}
-		return op
-	}
-	return httpsig.Operation{Name: path.Base(r.URL.Path)}
 }
 
 // mayCarryWebhookAuth is a cheap filter in front of the JSON walk of

@@ -3,206 +3,50 @@ package seller_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/sellertest"
 	"github.com/adcp-go/idempotency/httpsig"
+	"github.com/adcp-go/idempotency/httpsig/httpsigtest"
 	"github.com/adcp-go/idempotency/idem"
 )
 
-// specDir locates the AdCP spec drop: $ADCP_SPEC_DIR, else the copy shared
-// next to the repository. A missing spec is a failure, never a skip.
-func specDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("ADCP_SPEC_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "..", "shared", "spec", "adcp-3.2.0-beta.5")
-	}
-	if fi, err := os.Stat(filepath.Join(dir, "test-vectors", "request-signing")); err != nil || !fi.IsDir() {
-		t.Fatalf("AdCP request-signing vectors not found under %q (set ADCP_SPEC_DIR): %v", dir, err)
-	}
-	return filepath.Join(dir, "test-vectors", "request-signing")
+// vectorsDir is the request-signing suite of the AdCP spec drop:
+// $ADCP_SPEC_DIR, else the copy shared next to the repository.
+func vectorsDir(t testing.TB) string {
+	spec := httpsigtest.SpecDir(t, filepath.Join("..", "..", "..", "..", "shared", "spec", "adcp-3.2.0-beta.5"))
+	return filepath.Join(spec, "test-vectors", "request-signing")
 }
 
-func readJSON(t testing.TB, file string, v any) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-}
-
-// testKey is a keys.json entry: the public JWK and its published private
-// scalar.
-type testKey struct {
-	httpsig.JWK
-	D string `json:"_private_d_for_test_only"`
-}
-
-func loadKeys(t testing.TB) map[string]testKey {
-	var doc struct {
-		Keys []testKey `json:"keys"`
-	}
-	readJSON(t, filepath.Join(specDir(t), "keys.json"), &doc)
-	keys := map[string]testKey{}
-	for _, k := range doc.Keys {
-		keys[k.Kid] = k
-	}
-	return keys
-}
-
-func (k testKey) private(t testing.TB) crypto.Signer {
-	t.Helper()
-	d, err := base64.RawURLEncoding.DecodeString(k.D)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if k.Kty == "OKP" {
-		return ed25519.NewKeyFromSeed(d)
-	}
-	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return priv
-}
-
-// vector is a request-signing conformance vector.
-type vector struct {
-	SigningProfileVersion string                     `json:"signing_profile_version"`
-	ReferenceNow          int64                      `json:"reference_now"`
-	Request               vectorRequest              `json:"request"`
-	VerifierCapability    httpsig.Capability         `json:"verifier_capability"`
-	JWKSRef               []string                   `json:"jwks_ref"`
-	JWKSOverride          *httpsig.JWKS              `json:"jwks_override"`
-	TestHarnessState      map[string]json.RawMessage `json:"test_harness_state"`
-	ExpectedOutcome       struct {
-		Success   bool   `json:"success"`
-		ErrorCode string `json:"error_code"`
-	} `json:"expected_outcome"`
-}
-
-type vectorRequest struct {
-	Method  string            `json:"method"`
-	URL     string            `json:"url"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-}
-
-// serverRequest is the request as the seller's server receives it: the
-// origin-form request target byte for byte, the authority in Host, TLS for
-// https.
-func (vr vectorRequest) serverRequest() *http.Request {
-	scheme, rest, _ := strings.Cut(vr.URL, "://")
-	authority, target := rest, "/"
-	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		authority, target = rest[:i], rest[i:]
-	}
-	r := httptest.NewRequest(vr.Method, "/", strings.NewReader(vr.Body))
-	u, err := url.ParseRequestURI(target)
-	if err != nil {
-		panic(fmt.Sprintf("vector request target %q: %v", target, err))
-	}
-	r.URL, r.RequestURI, r.Host = u, target, authority
-	if scheme == "https" {
-		r.TLS = &tls.ConnectionState{}
-	} else {
-		r.TLS = nil
-	}
-	for k, v := range vr.Headers {
-		r.Header.Set(k, v)
-	}
-	return r
+func loadKeys(t testing.TB) map[string]httpsigtest.Key {
+	return httpsigtest.LoadKeys(t, filepath.Join(vectorsDir(t), "keys.json"))
 }
 
 // vectorSeller is a memory-mode seller configured as the vector's verifier:
 // its keys, its capability (on the MCP endpoint for a vector aimed at /mcp,
 // else on the grading endpoint, where the vectors' per-operation URLs
 // land), its preloaded replay cache and revocation list, its clock.
-func vectorSeller(t *testing.T, v *vector, keys map[string]testKey) *seller.Seller {
+func vectorSeller(t *testing.T, v *httpsigtest.Vector, keys map[string]httpsigtest.Key) *seller.Seller {
 	t.Helper()
-	now := time.Unix(v.ReferenceNow, 0)
-	clock := func() time.Time { return now }
-	jwks := v.JWKSOverride
-	if jwks == nil {
-		jwks = &httpsig.JWKS{}
-		for _, kid := range v.JWKSRef {
-			jwks.Keys = append(jwks.Keys, keys[kid].JWK)
-		}
-	}
-	// The per-keyid cap is the runner contract's grading target
-	// (test-kits/signed-requests-runner.yaml).
-	nonces := &httpsig.MemoryNonceStore{PerKeyCap: 100, Now: clock}
-	revocations := &httpsig.RevocationList{Now: clock}
-	revocations.Update(httpsig.RevocationSnapshot{Updated: now, NextUpdate: now.Add(15 * time.Minute)})
-	for key, raw := range v.TestHarnessState {
-		switch key {
-		case "replay_cache_entries":
-			var entries []struct {
-				KeyID      string `json:"keyid"`
-				Nonce      string `json:"nonce"`
-				TTLSeconds int64  `json:"ttl_seconds"`
-			}
-			mustUnmarshal(t, raw, &entries)
-			for _, e := range entries {
-				if err := nonces.Remember(context.Background(), e.KeyID, e.Nonce, now.Add(time.Duration(e.TTLSeconds)*time.Second)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		case "revocation_list":
-			var snap httpsig.RevocationSnapshot
-			mustUnmarshal(t, raw, &snap)
-			revocations.Update(snap)
-		case "replay_cache_per_keyid_cap_hit":
-			var hit struct {
-				KeyID string `json:"keyid"`
-			}
-			mustUnmarshal(t, raw, &hit)
-			for i := range nonces.PerKeyCap {
-				nonce := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{byte(i)}, 16))
-				if err := nonces.Remember(context.Background(), hit.KeyID, nonce, now.Add(time.Minute)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		case "$comment":
-		default:
-			t.Fatalf("unsupported test_harness_state %q", key)
-		}
-	}
-	profile := httpsig.ProfileRequestLegacy // root vectors are pinned to 3.1
-	if v.SigningProfileVersion == "3.2" {
-		profile = httpsig.ProfileRequest
-	}
-	policy := &seller.SigningPolicy{Profile: profile, Capability: v.VerifierCapability}
+	state := httpsigtest.NewState(t, v)
+	policy := &seller.SigningPolicy{Profile: v.RequestProfile(t), Capability: *v.VerifierCapability}
 	rs := &seller.RequestSigning{
-		Signers:     []seller.Signer{{Principal: "vector-signer", Keys: jwks}},
-		Revocations: revocations,
-		Nonces:      nonces,
-		Now:         clock,
+		Signers:     []seller.Signer{{Principal: "vector-signer", Keys: v.JWKS(t, keys)}},
+		Revocations: state.Revocations,
+		Nonces:      state.Nonces,
+		Now:         v.Now,
 		Grading:     policy,
 	}
 	if strings.HasSuffix(v.Request.URL, "/mcp") {
@@ -223,40 +67,23 @@ func vectorSeller(t *testing.T, v *vector, keys map[string]testKey) *seller.Sell
 // provoke hundreds.
 var quiet = slog.New(slog.DiscardHandler)
 
-func mustUnmarshal(t testing.TB, raw json.RawMessage, v any) {
-	t.Helper()
-	if err := json.Unmarshal(raw, v); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Every request-signing conformance vector of the spec (the legacy 3.1
 // cases and profile-3.2), replayed through the seller's HTTP handler:
 // positives are accepted, negatives answered 401 with exactly
 // WWW-Authenticate: Signature error="<code>".
 func TestSignedRequestVectors(t *testing.T) {
-	dir := specDir(t)
+	dir := vectorsDir(t)
 	keys := loadKeys(t)
-	var files []string
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if parent := filepath.Base(filepath.Dir(p)); err == nil && !d.IsDir() && (parent == "positive" || parent == "negative") {
-			files = append(files, p)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := httpsigtest.Files(t, dir)
 	if len(files) < 43 {
 		t.Fatalf("found %d vectors under %s, want the 43 of AdCP 3.2.0-beta.5", len(files), dir)
 	}
 	for _, f := range files {
-		name, _ := filepath.Rel(dir, f)
-		t.Run(strings.TrimSuffix(name, ".json"), func(t *testing.T) {
-			var v vector
-			readJSON(t, f, &v)
+		t.Run(strings.TrimSuffix(f.Rel, ".json"), func(t *testing.T) {
+			var v httpsigtest.Vector
+			httpsigtest.ReadJSON(t, f.Path, &v)
 			rec := httptest.NewRecorder()
-			vectorSeller(t, &v, keys).Handler().ServeHTTP(rec, v.Request.serverRequest())
+			vectorSeller(t, &v, keys).Handler().ServeHTTP(rec, v.Request.Server(t))
 			challenge := rec.Header().Get("WWW-Authenticate")
 			if v.ExpectedOutcome.Success {
 				if rec.Code/100 != 2 || !strings.Contains(rec.Body.String(), `"verified_signer":true`) {
@@ -313,7 +140,7 @@ func toolCall(t testing.TB, tool string, args map[string]any) *http.Request {
 
 // sign signs r with a conformance key under profile, and returns it as
 // the seller's server receives it.
-func sign(t testing.TB, r *http.Request, key testKey, profile httpsig.Profile, components ...string) *http.Request {
+func sign(t testing.TB, r *http.Request, key httpsigtest.Key, profile httpsig.Profile, components ...string) *http.Request {
 	t.Helper()
 	var body bytes.Buffer
 	if r.Body != nil {
@@ -321,7 +148,7 @@ func sign(t testing.TB, r *http.Request, key testKey, profile httpsig.Profile, c
 			t.Fatal(err)
 		}
 	}
-	s, err := httpsig.NewSigner(profile, key.Kid, key.private(t))
+	s, err := httpsig.NewSigner(profile, key.Kid, key.Signer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +210,7 @@ func TestSignedMCP(t *testing.T) {
 
 	t.Run("verified signature authenticates the signer", func(t *testing.T) {
 		s := signedSeller(t)
-		for i, key := range []testKey{ed, es} {
+		for i, key := range []httpsigtest.Key{ed, es} {
 			res, isErr := toolResult(t, serve(s, sign(t, toolCall(t, "create_media_buy", createArgs(fmt.Sprintf("signed-create-%04d", i))), key, httpsig.ProfileRequest)))
 			if isErr || res["media_buy_id"] == nil {
 				t.Fatalf("%s: signed create_media_buy failed: %v", key.Kid, res)
