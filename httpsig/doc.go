@@ -29,9 +29,11 @@
 // JWKSHandler publishes a key set at WellKnownJWKSPath; CanonicalTargetURI
 // exposes the @target-uri canonicalization; Capability and Requirement
 // compose signature verification with an endpoint's required_for /
-// warn_for policy and fallback authenticators.
+// warn_for policy and fallback authenticators, RequestOperation naming the
+// operation a request invokes.
 //
 // The normative text is the "Signed Requests (Transport Layer)" and
 // "Webhook callbacks" sections of the AdCP security documentation; the
-// package is tested against the AdCP conformance vectors.
+// package is tested against the AdCP conformance vectors, which package
+// httpsigtest loads for any verifier's tests.
 package httpsig

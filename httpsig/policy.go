@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"path"
 	"slices"
 	"strings"
 )
@@ -64,6 +66,30 @@ type Operation struct {
 	// Method is the JSON-RPC envelope method ("tools/call",
 	// "tasks/cancel", ...), or "" when the request is not JSON-RPC.
 	Method string
+}
+
+// RequestOperation is the Operation an inbound request invokes, read from
+// its raw body before dispatch: for a JSON-RPC body the envelope's method,
+// and for an MCP tools/call also the tool name in params.name; for any
+// other body the last segment of the URL path (per-operation endpoints).
+// An A2A message/send names its skill inside the message, which A2A
+// servers resolve themselves.
+func RequestOperation(r *http.Request, body []byte) Operation {
+	var env struct {
+		JSONRPC string `json:"jsonrpc"`
+		Method  string `json:"method"`
+		Params  struct {
+			Name string `json:"name"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.JSONRPC != "" {
+		op := Operation{Method: env.Method}
+		if env.Method == "tools/call" {
+			op.Name = env.Params.Name
+		}
+		return op
+	}
+	return Operation{Name: path.Base(r.URL.Path)}
 }
 
 // Mode is how strongly an operation asks for a signature.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/adcp-go/idempotency/httpsig"
+	"github.com/adcp-go/idempotency/httpsig/httpsigtest"
 )
 
 // policyCase is one entry of body-integrity-policy.json. Unknown members
@@ -52,11 +53,11 @@ func TestBodyIntegrityPolicyVectors(t *testing.T) {
 		Description    string            `json:"description"`
 		Cases          []json.RawMessage `json:"cases"`
 	}
-	readJSON(t, filepath.Join(dir, "body-integrity-policy.json"), &doc)
+	httpsigtest.ReadJSON(t, filepath.Join(dir, "body-integrity-policy.json"), &doc)
 	if len(doc.Cases) == 0 {
 		t.Fatal("no body-integrity cases")
 	}
-	keys := loadKeys(t, filepath.Join(dir, "keys.json"))
+	keys := httpsigtest.LoadKeys(t, filepath.Join(dir, "keys.json"))
 	key := keys["test-ed25519-2026"]
 	now := time.Unix(1776520800, 0)
 
@@ -99,7 +100,7 @@ func TestBodyIntegrityPolicyVectors(t *testing.T) {
 			received := body
 
 			if c.SignaturePresent {
-				s, err := httpsig.NewSigner(profile, key.Kid, key.signer(t))
+				s, err := httpsig.NewSigner(profile, key.Kid, key.Signer(t))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -216,6 +217,26 @@ func TestCarriesWebhookAuthentication(t *testing.T) {
 	} {
 		if got := httpsig.CarriesWebhookAuthentication([]byte(body)); got != want {
 			t.Errorf("%s: got %v, want %v", body, got, want)
+		}
+	}
+}
+
+func TestRequestOperation(t *testing.T) {
+	for _, c := range []struct {
+		url, body string
+		want      httpsig.Operation
+	}{
+		{"https://s.example/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_media_buy","arguments":{}}}`, httpsig.Operation{Method: "tools/call", Name: "create_media_buy"}},
+		{"https://s.example/mcp", `{"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"name":"create_media_buy"}}`, httpsig.Operation{Method: "tasks/cancel"}},
+		{"https://s.example/adcp/update_media_buy?x=1", `{"media_buy_id":"mb_1"}`, httpsig.Operation{Name: "update_media_buy"}},
+		{"https://s.example/adcp/sync_creatives", `not json`, httpsig.Operation{Name: "sync_creatives"}},
+	} {
+		r, err := http.NewRequest(http.MethodPost, c.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := httpsig.RequestOperation(r, []byte(c.body)); got != c.want {
+			t.Errorf("%s %s: %+v, want %+v", c.url, c.body, got, c.want)
 		}
 	}
 }

@@ -3,320 +3,33 @@ package httpsig_test
 import (
 	"bytes"
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"io/fs"
-	"net/http"
-	"os"
-	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/adcp-go/idempotency/httpsig"
+	"github.com/adcp-go/idempotency/httpsig/httpsigtest"
 )
 
 // specDir locates the AdCP spec drop: $ADCP_SPEC_DIR, else the copy shared
-// next to the repository. A missing spec is a failure, never a skip.
+// next to the repository.
 func specDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("ADCP_SPEC_DIR")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "spec", "adcp-3.2.0-beta.5")
-	}
-	if fi, err := os.Stat(filepath.Join(dir, "test-vectors")); err != nil || !fi.IsDir() {
-		t.Fatalf("AdCP spec test vectors not found under %q (set ADCP_SPEC_DIR): %v", dir, err)
-	}
-	return dir
-}
-
-func readJSON(t testing.TB, file string, v any) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
-}
-
-// testKey is a keys.json entry: the public JWK plus the published test-only
-// private scalar.
-type testKey struct {
-	httpsig.JWK
-	D string `json:"_private_d_for_test_only"`
-}
-
-func (k testKey) signer(t testing.TB) crypto.Signer {
-	t.Helper()
-	d, err := base64.RawURLEncoding.DecodeString(k.D)
-	if err != nil {
-		t.Fatalf("%s: private d: %v", k.Kid, err)
-	}
-	switch k.Kty {
-	case "OKP":
-		return ed25519.NewKeyFromSeed(d)
-	case "EC":
-		priv, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d)
-		if err != nil {
-			t.Fatalf("%s: %v", k.Kid, err)
-		}
-		return priv
-	}
-	t.Fatalf("%s: unsupported kty %q", k.Kid, k.Kty)
-	return nil
-}
-
-func loadKeys(t testing.TB, file string) map[string]testKey {
-	var doc struct {
-		Keys []testKey `json:"keys"`
-	}
-	readJSON(t, file, &doc)
-	out := map[string]testKey{}
-	for _, k := range doc.Keys {
-		out[k.Kid] = k
-	}
-	return out
-}
-
-// vector is the shape shared by the webhook-signing and request-signing
-// conformance vectors.
-type vector struct {
-	Name                  string                     `json:"name"`
-	SigningProfileVersion string                     `json:"signing_profile_version"`
-	ReferenceNow          int64                      `json:"reference_now"`
-	Request               vectorRequest              `json:"request"`
-	VerifierCapability    *httpsig.Capability        `json:"verifier_capability"`
-	JWKSRef               []string                   `json:"jwks_ref"`
-	JWKSOverride          json.RawMessage            `json:"jwks_override"`
-	TestHarnessState      map[string]json.RawMessage `json:"test_harness_state"`
-	ExpectedSignatureBase *string                    `json:"expected_signature_base"`
-	ExpectedOutcome       struct {
-		Success   bool   `json:"success"`
-		ErrorCode string `json:"error_code"`
-	} `json:"expected_outcome"`
-}
-
-type vectorRequest struct {
-	Method  string            `json:"method"`
-	URL     string            `json:"url"`
-	Headers map[string]string `json:"headers"`
-	Body    string            `json:"body"`
-}
-
-func (vr vectorRequest) build(t testing.TB, withSignature bool) *http.Request {
-	t.Helper()
-	r, err := http.NewRequest(vr.Method, vr.URL, strings.NewReader(vr.Body))
-	if err != nil {
-		t.Fatalf("building request: %v", err)
-	}
-	for k, v := range vr.Headers {
-		if !withSignature && (strings.EqualFold(k, "Signature") || strings.EqualFold(k, "Signature-Input") || strings.EqualFold(k, "Content-Digest")) {
-			continue
-		}
-		r.Header.Set(k, v)
-	}
-	return r
+	return httpsigtest.SpecDir(t, filepath.Join("..", "..", "shared", "spec", "adcp-3.2.0-beta.5"))
 }
 
 // suite is one conformance directory tree: its keys and its profile rule.
 type suite struct {
 	name    string // directory under test-vectors/
-	profile func(t testing.TB, v *vector) httpsig.Profile
+	profile func(t testing.TB, v *httpsigtest.Vector) httpsig.Profile
 }
 
 var suites = []suite{
-	{name: "webhook-signing", profile: func(testing.TB, *vector) httpsig.Profile { return httpsig.ProfileWebhook }},
-	{name: "request-signing", profile: func(t testing.TB, v *vector) httpsig.Profile {
-		switch v.SigningProfileVersion {
-		case "3.0", "3.1":
-			return httpsig.ProfileRequestLegacy
-		case "3.2":
-			return httpsig.ProfileRequest
-		}
-		t.Fatalf("unknown signing_profile_version %q", v.SigningProfileVersion)
-		return 0
-	}},
-}
-
-type vectorFile struct {
-	rel  string // path relative to the suite, e.g. profile-3.2/negative/001-x.json
-	dir  string // relative directory, e.g. profile-3.2/negative
-	path string
-}
-
-// vectorFiles walks a suite for every *.json under a directory named
-// "positive" or "negative", at any depth.
-func vectorFiles(t testing.TB, root string) []vectorFile {
-	t.Helper()
-	var out []vectorFile
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || filepath.Ext(p) != ".json" {
-			return err
-		}
-		parent := filepath.Base(filepath.Dir(p))
-		if parent != "positive" && parent != "negative" {
-			return nil
-		}
-		rel, _ := filepath.Rel(root, p)
-		out = append(out, vectorFile{rel: filepath.ToSlash(rel), dir: filepath.ToSlash(filepath.Dir(rel)), path: p})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].rel < out[j].rel })
-	return out
-}
-
-// jwksFor builds the verifier's key set from jwks_ref and jwks_override.
-// The override is either a full JWKS ({"keys":[...]}) or a map from kid to
-// a replacement JWK.
-func jwksFor(t testing.TB, v *vector, keys map[string]testKey) *httpsig.JWKS {
-	t.Helper()
-	set := &httpsig.JWKS{}
-	var full struct {
-		Keys []httpsig.JWK `json:"keys"`
-	}
-	byKid := map[string]httpsig.JWK{}
-	if len(v.JWKSOverride) > 0 {
-		if err := json.Unmarshal(v.JWKSOverride, &full); err != nil || full.Keys == nil {
-			full.Keys = nil
-			if err := json.Unmarshal(v.JWKSOverride, &byKid); err != nil {
-				t.Fatalf("jwks_override: %v", err)
-			}
-		}
-	}
-	if full.Keys != nil {
-		set.Keys = full.Keys
-		return set
-	}
-	for _, kid := range v.JWKSRef {
-		if k, ok := byKid[kid]; ok {
-			set.Keys = append(set.Keys, k)
-			continue
-		}
-		k, ok := keys[kid]
-		if !ok {
-			t.Fatalf("jwks_ref %q not in keys.json", kid)
-		}
-		set.Keys = append(set.Keys, k.JWK)
-	}
-	return set
-}
-
-// harness is the verifier state a vector runs against.
-type harness struct {
-	nonces      *httpsig.MemoryNonceStore
-	revocations *httpsig.RevocationList
-}
-
-// gradingCap is the per-keyid cap the vectors' runner contract grades
-// against (test-kits: grading_target_per_keyid_cap_requests: 100).
-const gradingCap = 100
-
-func newHarness(t testing.TB, v *vector, p httpsig.Profile, now time.Time) *harness {
-	t.Helper()
-	clock := func() time.Time { return now }
-	h := &harness{
-		nonces:      &httpsig.MemoryNonceStore{PerKeyCap: gradingCap, Now: clock},
-		revocations: &httpsig.RevocationList{Now: clock},
-	}
-	fresh := httpsig.RevocationSnapshot{Updated: now, NextUpdate: now.Add(15 * time.Minute)}
-	h.revocations.Update(fresh)
-	ctx := context.Background()
-	for key, raw := range v.TestHarnessState {
-		switch key {
-		case "replay_cache_entries":
-			var entries []struct {
-				KeyID      string `json:"keyid"`
-				Nonce      string `json:"nonce"`
-				TTLSeconds int64  `json:"ttl_seconds"`
-			}
-			mustUnmarshal(t, raw, &entries)
-			for _, e := range entries {
-				ttl := time.Duration(e.TTLSeconds) * time.Second
-				if ttl == 0 {
-					ttl = httpsig.MaxValidity + httpsig.ClockSkew
-				}
-				if err := h.nonces.Remember(ctx, e.KeyID, e.Nonce, now.Add(ttl)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		case "revoked_kids":
-			var kids []string
-			mustUnmarshal(t, raw, &kids)
-			s := fresh
-			s.RevokedKids = kids
-			h.revocations.Update(s)
-		case "revocation_list":
-			var s httpsig.RevocationSnapshot
-			mustUnmarshal(t, raw, &s)
-			h.revocations.Update(s)
-		case "revocation_list_stale_seconds":
-			var secs int64
-			mustUnmarshal(t, raw, &secs)
-			last := now.Add(-time.Duration(secs) * time.Second)
-			h.revocations.Update(httpsig.RevocationSnapshot{Updated: last, NextUpdate: last.Add(15 * time.Minute)})
-		case "per_keyid_cap_filled_for", "replay_cache_per_keyid_cap_hit":
-			var kid string
-			if err := json.Unmarshal(raw, &kid); err != nil {
-				var obj struct {
-					KeyID string `json:"keyid"`
-				}
-				mustUnmarshal(t, raw, &obj)
-				kid = obj.KeyID
-			}
-			for i := range gradingCap {
-				nonce := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{byte(i)}, 16))
-				if err := h.nonces.Remember(ctx, kid, nonce, now.Add(time.Minute)); err != nil {
-					t.Fatal(err)
-				}
-			}
-		default:
-			if !strings.HasPrefix(key, "$") {
-				t.Fatalf("unsupported test_harness_state %q: teach the harness this state", key)
-			}
-		}
-	}
-	return h
-}
-
-func mustUnmarshal(t testing.TB, raw json.RawMessage, v any) {
-	t.Helper()
-	if err := json.Unmarshal(raw, v); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// operationOf derives the operation a vector request invokes: the JSON-RPC
-// method (and tools/call name) for JSON-RPC bodies, else the last path
-// segment of the URL.
-func operationOf(vr vectorRequest) httpsig.Operation {
-	var env struct {
-		JSONRPC string `json:"jsonrpc"`
-		Method  string `json:"method"`
-		Params  struct {
-			Name string `json:"name"`
-		} `json:"params"`
-	}
-	if json.Unmarshal([]byte(vr.Body), &env) == nil && env.JSONRPC != "" {
-		return httpsig.Operation{Method: env.Method, Name: env.Params.Name}
-	}
-	u := vr.URL
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		u = u[:i]
-	}
-	return httpsig.Operation{Name: path.Base(u)}
+	{name: "webhook-signing", profile: func(testing.TB, *httpsigtest.Vector) httpsig.Profile { return httpsig.ProfileWebhook }},
+	{name: "request-signing", profile: func(t testing.TB, v *httpsigtest.Vector) httpsig.Profile { return v.RequestProfile(t) }},
 }
 
 type tally struct {
@@ -329,21 +42,17 @@ func TestConformanceVectors(t *testing.T) {
 	var order []string
 	for _, s := range suites {
 		root := filepath.Join(spec, "test-vectors", s.name)
-		keys := loadKeys(t, filepath.Join(root, "keys.json"))
-		files := vectorFiles(t, root)
-		if len(files) == 0 {
-			t.Fatalf("%s: no vectors found", root)
-		}
-		for _, f := range files {
-			bucket := s.name + "/" + f.dir
+		keys := httpsigtest.LoadKeys(t, filepath.Join(root, "keys.json"))
+		for _, f := range httpsigtest.Files(t, root) {
+			bucket := s.name + "/" + f.Dir
 			if results[bucket] == nil {
 				results[bucket] = &tally{}
 				order = append(order, bucket)
 			}
 			results[bucket].total++
-			ok := t.Run(s.name+"/"+strings.TrimSuffix(f.rel, ".json"), func(t *testing.T) {
-				var v vector
-				readJSON(t, f.path, &v)
+			ok := t.Run(s.name+"/"+strings.TrimSuffix(f.Rel, ".json"), func(t *testing.T) {
+				var v httpsigtest.Vector
+				httpsigtest.ReadJSON(t, f.Path, &v)
 				p := s.profile(t, &v)
 				runVector(t, &v, p, keys)
 			})
@@ -357,18 +66,17 @@ func TestConformanceVectors(t *testing.T) {
 	}
 }
 
-func runVector(t *testing.T, v *vector, p httpsig.Profile, keys map[string]testKey) {
-	now := time.Unix(v.ReferenceNow, 0)
-	h := newHarness(t, v, p, now)
-	ver := httpsig.NewVerifier(p, jwksFor(t, v, keys))
-	ver.Nonces = h.nonces
-	ver.Revocations = h.revocations
-	ver.Now = func() time.Time { return now }
+func runVector(t *testing.T, v *httpsigtest.Vector, p httpsig.Profile, keys map[string]httpsigtest.Key) {
+	h := httpsigtest.NewState(t, v)
+	ver := httpsig.NewVerifier(p, v.JWKS(t, keys))
+	ver.Nonces = h.Nonces
+	ver.Revocations = h.Revocations
+	ver.Now = v.Now
 	if v.VerifierCapability != nil {
 		ver.LegacyDigestPolicy = v.VerifierCapability.CoversContentDigest
 	}
 
-	r := v.Request.build(t, true)
+	r := v.Request.Client(t, true)
 	got, err := ver.Verify(context.Background(), r, []byte(v.Request.Body))
 
 	if v.ExpectedOutcome.Success {
@@ -391,7 +99,7 @@ func runVector(t *testing.T, v *vector, p httpsig.Profile, keys map[string]testK
 			t.Fatalf("capability: %v", err)
 		}
 		req := httpsig.Requirement{
-			Mode:                  v.VerifierCapability.ModeFor(operationOf(v.Request)),
+			Mode:                  v.VerifierCapability.ModeFor(httpsig.RequestOperation(r, []byte(v.Request.Body))),
 			Mandatory:             v.VerifierCapability.Supported && httpsig.CarriesWebhookAuthentication([]byte(v.Request.Body)),
 			FallbackAuthenticated: r.Header.Get("Authorization") != "",
 		}
@@ -418,7 +126,7 @@ func runVector(t *testing.T, v *vector, p httpsig.Profile, keys map[string]testK
 // key, time and nonce, and checks that the signer computes the same
 // signature base, Content-Digest and (Ed25519 being deterministic) the same
 // signature; ES256 signatures are checked by verifying them instead.
-func checkSignerReproduces(t *testing.T, v *vector, p httpsig.Profile, keys map[string]testKey, got *httpsig.Verified) {
+func checkSignerReproduces(t *testing.T, v *httpsigtest.Vector, p httpsig.Profile, keys map[string]httpsigtest.Key, got *httpsig.Verified) {
 	if v.ExpectedSignatureBase == nil || len(v.JWKSOverride) > 0 {
 		return
 	}
@@ -430,7 +138,7 @@ func checkSignerReproduces(t *testing.T, v *vector, p httpsig.Profile, keys map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := httpsig.NewSigner(p, got.KeyID, k.signer(t))
+	s, err := httpsig.NewSigner(p, got.KeyID, k.Signer(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +154,7 @@ func checkSignerReproduces(t *testing.T, v *vector, p httpsig.Profile, keys map[
 		s.Components = got.Params.Components
 	}
 
-	r := v.Request.build(t, false)
+	r := v.Request.Client(t, false)
 	sig, err := s.Sign(r, []byte(v.Request.Body))
 	if err != nil {
 		t.Fatalf("sign: %v", err)
@@ -499,7 +207,7 @@ func TestCanonicalizationVectors(t *testing.T) {
 	var doc struct {
 		Cases []canonCase `json:"cases"`
 	}
-	readJSON(t, filepath.Join(specDir(t), "test-vectors", "request-signing", "canonicalization.json"), &doc)
+	httpsigtest.ReadJSON(t, filepath.Join(specDir(t), "test-vectors", "request-signing", "canonicalization.json"), &doc)
 	if len(doc.Cases) == 0 {
 		t.Fatal("no canonicalization cases")
 	}

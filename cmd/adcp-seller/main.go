@@ -8,7 +8,9 @@
 // media buys, webhook events and idempotent answers commit together in
 // Postgres. Without -tokens it makes up a development token and prints it
 // with the MCP URL. -dev allows http:// and loopback webhook URLs, which the
-// compliance runner's receiver uses.
+// compliance runner's receiver uses. Signed requests (RFC 9421) are always
+// verified; -dev -trust-conformance-keys also trusts the AdCP conformance
+// test keys, for the runner's signed_requests storyboard only.
 package main
 
 import (
@@ -54,6 +56,7 @@ func run() error {
 	salt := flag.String("account-salt", os.Getenv("ADCP_SELLER_ACCOUNT_SALT"), "base64 of 16+ secret bytes that scope AdCP 3.1+ keys by account, the same on every replica (env ADCP_SELLER_ACCOUNT_SALT); -dev makes one up")
 	sandbox := flag.String("sandbox", os.Getenv("ADCP_SELLER_SANDBOX"), "principals that may use comply_test_controller, comma-separated (env ADCP_SELLER_SANDBOX); -dev makes every principal a sandbox one")
 	taskDelay := flag.Duration("task-delay", 2*time.Second, "how long a submitted create_media_buy takes to complete")
+	conformanceKeys := flag.Bool("trust-conformance-keys", false, "sandbox only, requires -dev: trust the AdCP conformance runner's PUBLIC test keys (their private halves are published with the spec) as signer \""+seller.ConformancePrincipal+"\" and serve the signature grading endpoint under /mcp/adcp/; never in production")
 	rate := flag.Float64("insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
 	flag.Parse()
 
@@ -94,6 +97,15 @@ func run() error {
 		})
 	default:
 		cfg.Idempotency.Limiter = idem.Unlimited
+	}
+
+	if *conformanceKeys {
+		if !*dev {
+			return errors.New("-trust-conformance-keys requires -dev: anyone can sign with the conformance test keys")
+		}
+		if cfg.RequestSigning, err = seller.ConformanceSigning(); err != nil {
+			return err
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -22,7 +22,9 @@
 //     memory.go and postgres.go, its two implementations (memstore and a
 //     Guard; Postgres with idem.RunInTx, where the media buy or task, its
 //     River jobs — webhook, scheduled completion — and the stored answer
-//     commit in one transaction).
+//     commit in one transaction);
+//   - signing.go: RFC 9421 signed requests (verification, the
+//     request_signing capability, the sandbox grading endpoint).
 package seller
 
 import (
@@ -78,6 +80,9 @@ type Config struct {
 	TaskDelay time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// RequestSigning configures RFC 9421 signed requests (signing.go).
+	// Defaults to verifying every signature and trusting no signer.
+	RequestSigning *RequestSigning
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
@@ -92,6 +97,8 @@ type Seller struct {
 	sender     *webhook.Sender
 	tools      []tool
 	http       http.Handler
+
+	signing *signatures
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -154,6 +161,9 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	if cfg.Idempotency != nil && cfg.Idempotency.MaxPayloadBytes > 0 {
 		maxPayload = cfg.Idempotency.MaxPayloadBytes
 	}
+	if s.signing, err = newSignatures(cfg, s.log, int64(maxPayload)+64<<10); err != nil {
+		return nil, err
+	}
 	streamable := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server },
 		&mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true, MaxRequestBodyBytes: int64(maxPayload) + 64<<10})
 	verify := func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
@@ -164,10 +174,10 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 		return &auth.TokenInfo{UserID: p, Expiration: time.Now().Add(time.Hour)}, nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", adcpAuthHeader(auth.RequireBearerToken(verify, nil)(adcpmcp.AcceptJSON(streamable))))
+	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable)))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET "+httpsig.WellKnownJWKSPath, jwks)
-	s.http = mux
+	s.http = s.signing.gradingEndpoint(mux)
 	return s, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/adcp-go/idempotency/adcp"
 	"github.com/adcp-go/idempotency/adcpmcp"
+	"github.com/adcp-go/idempotency/httpsig"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/webhook"
 )
@@ -82,6 +83,7 @@ type capabilitiesResponse struct {
 	ComplianceTesting  *struct {
 		Scenarios []string `json:"scenarios"`
 	} `json:"compliance_testing,omitempty"`
+	RequestSigning httpsig.Capability `json:"request_signing"`
 }
 
 func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResponse, error) {
@@ -89,9 +91,11 @@ func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResp
 	r.ADCP.MajorVersions = []int{3}
 	r.ADCP.SupportedVersions = adcp.SupportedVersions
 	r.ADCP.Idempotency = s.store.capability()
+	r.RequestSigning = s.signing.capability()
 	r.SupportedProtocols = []string{"media_buy"}
 	r.Account = map[string]any{"supported_billing": []string{"operator"}, "sandbox": len(s.cfg.Sandbox) > 0}
 	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}}
+	r.RequestSigning = s.signing.capability()
 	wc := s.sender.Capability()
 	r.WebhookSigning = &wc
 	// AdCP 3.0 closed compliance_testing.scenarios to six force_ and
