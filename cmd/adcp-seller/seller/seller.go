@@ -12,7 +12,9 @@
 //   - memory.go and postgres.go: its two implementations (memstore and a
 //     Guard; Postgres with idem.RunInTx, where the media buy, its webhook
 //     event and the stored answer commit in one transaction);
-//   - webhook.go: webhook events, delivery and the SSRF guard.
+//   - webhook.go: webhook events, delivery and the SSRF guard;
+//   - http.go, ops.go and telemetry.go: request ids and the access log,
+//     /healthz and /readyz, and the metrics for /metrics.
 package seller
 
 import (
@@ -47,6 +49,9 @@ type Config struct {
 	// DispatchInterval is how often the Postgres outbox is polled besides
 	// the nudge after each commit. Defaults to one second.
 	DispatchInterval time.Duration
+	// Telemetry, when set, records the library's metrics and spans and the
+	// pool's statistics (see telemetry.go).
+	Telemetry *Telemetry
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
@@ -57,6 +62,7 @@ type Seller struct {
 	store  store
 	poster *poster
 	http   http.Handler
+	ops    opsState
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -74,6 +80,9 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	}
 	s.poster = &poster{client: webhookClient(cfg.AllowLoopbackWebhooks), log: s.log}
 	var err error
+	if cfg.Idempotency, err = s.instrument(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.DB != nil {
 		s.store, err = newPostgresStore(ctx, cfg.DB, cfg.Idempotency, s.poster, s.log, cfg.DispatchInterval)
 	} else {
@@ -83,6 +92,7 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 		return nil, err
 	}
 	server := s.newMCPServer()
+	server.AddReceivingMiddleware(noteMCP)
 	// The HTTP body limit follows the payload limit, so that an oversized
 	// request is refused before the MCP SDK decodes it (several times).
 	maxPayload := 1 << 20
@@ -100,12 +110,13 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", adcpAuthHeader(auth.RequireBearerToken(verify, nil)(adcpmcp.AcceptJSON(streamable))))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	s.http = mux
+	s.http = s.withOps(mux)
 	return s, nil
 }
 
-// Handler serves MCP at /mcp and a health check at /healthz.
+// Handler serves MCP at /mcp, liveness at /healthz and readiness at /readyz
+// (see ops.go), with a request id and an access log line per request (see
+// http.go).
 func (s *Seller) Handler() http.Handler { return s.http }
 
 // Mode is "postgres" or "memory".
@@ -117,10 +128,12 @@ func (s *Seller) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.wg.Go(func() { s.store.run(ctx) })
+	s.ops.state.Store(stateRunning)
 }
 
 // Close stops the background work and waits for it.
 func (s *Seller) Close() {
+	s.ops.state.Store(stateClosed)
 	if s.stop != nil {
 		s.stop()
 	}
