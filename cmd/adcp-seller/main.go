@@ -43,7 +43,7 @@ func main() {
 }
 
 func run() error {
-	o, err := parseFlags(os.Args[1:], os.Getenv)
+	o, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 )
@@ -66,11 +67,12 @@ Examples:
 `
 
 // parseFlags parses args; getenv fills in the flags that stand for an
-// environment variable and were not given. It returns flag.ErrHelp after
-// printing the usage for -h.
-func parseFlags(args []string, getenv func(string) string) (options, error) {
+// environment variable and were not given. Usage and flag errors go to
+// out; after -h it returns flag.ErrHelp.
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("adcp-seller", flag.ContinueOnError)
+	fs.SetOutput(out)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address for MCP, /healthz, /readyz and (without -metrics-addr) /metrics; port 0 picks a free one")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of -addr's; a missing host means loopback (\":9464\" is 127.0.0.1:9464)")
 	fs.StringVar(&o.dbURL, "database-url", "", "Postgres URL (postgres://user:password@host:port/db); empty keeps everything in memory (env DATABASE_URL)")
