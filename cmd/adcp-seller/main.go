@@ -118,7 +118,7 @@ func run() error {
 	case serveErr = <-srv.errc:
 		log.Error("HTTP server failed; stopping", "error", serveErr)
 	case <-ctx.Done():
-		log.Info("shutting down: no new connections; finishing requests in flight", "timeout", o.shutdownTimeout)
+		log.Info("shutting down: no new connections; finishing requests in flight", "timeout", o.shutdownTimeout.String())
 	}
 	stop() // a second signal stops the process at once
 	// HTTP first, so that requests in flight finish with the background

@@ -161,7 +161,7 @@ func (s *servers) shutdown(log *slog.Logger, timeout time.Duration) {
 			continue
 		}
 		if err := srv.Shutdown(ctx); err != nil {
-			log.Warn("shutdown: requests still in flight after the timeout; closing their connections", "timeout", timeout, "error", err)
+			log.Warn("shutdown: requests still in flight after the timeout; closing their connections", "timeout", timeout.String(), "error", err)
 			_ = srv.Close()
 		}
 	}
