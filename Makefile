@@ -6,7 +6,7 @@ SQLC         := $(BIN)/sqlc-$(SQLC_VERSION)
 GO           ?= go
 SHELL        := /bin/bash
 
-.PHONY: all test unit integration vet verify generate fuzz compliance run clean
+.PHONY: all test unit integration vet verify generate fuzz compliance run dashboard clean
 
 all: verify test
 
@@ -55,6 +55,11 @@ compliance:
 	$(PEER_DIR)/setup
 	set -o pipefail; cd integration && ADCP_PEER_DIR=$(PEER_DIR) $(GO) test -tags compliance -count=1 -v -run TestComplianceStoryboard ./... 2>&1 | \
 		tee $(CURDIR)/compliance.log | grep -E '^\s*(--- |ok|FAIL)|storyboard|passed|failed|skipped'
+
+## dashboard: re-render docs/grafana/idempotency-dashboard-under-load.svg from a
+## real run: the seller on Postgres, the peer kit's load.mjs, /metrics scraped.
+dashboard:
+	PEER_DIR=$(PEER_DIR) scripts/dashboard-under-load.sh
 
 ## generate: regenerate the sqlc output from scratch with the pinned sqlc.
 generate: $(SQLC)

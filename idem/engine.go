@@ -129,8 +129,9 @@ type turnShard struct {
 
 // take waits until no other request of this process holds ref, for at most
 // wait (not at all under RejectInFlight), and then holds it until leave is
-// called. Past the wait the key is in flight.
-func (t *turns) take(ctx context.Context, ref backend.Ref, wait, bound time.Duration, reject bool) (leave func(), err error) {
+// called. Past the wait the key is in flight. waited is the time spent
+// waiting, zero when no other request held ref.
+func (t *turns) take(ctx context.Context, ref backend.Ref, wait, bound time.Duration, reject bool) (leave func(), waited time.Duration, err error) {
 	t.once.Do(func() { t.seed = maphash.MakeSeed() })
 	var h maphash.Hash
 	h.SetSeed(t.seed)
@@ -140,9 +141,13 @@ func (t *turns) take(ctx context.Context, ref backend.Ref, wait, bound time.Dura
 	sh := &t.shards[h.Sum64()%uint64(len(t.shards))]
 
 	var timer *time.Timer
+	var start time.Time
 	defer func() {
 		if timer != nil {
 			timer.Stop()
+		}
+		if !start.IsZero() {
+			waited = time.Since(start)
 		}
 	}()
 	for {
@@ -160,21 +165,22 @@ func (t *turns) take(ctx context.Context, ref backend.Ref, wait, bound time.Dura
 				delete(sh.running, ref)
 				sh.mu.Unlock()
 				close(done)
-			}, nil
+			}, 0, nil
 		}
 		sh.mu.Unlock()
 		if reject {
-			return nil, inFlightAfter(nil, bound)
+			return nil, 0, inFlightAfter(nil, bound)
 		}
 		if timer == nil {
+			start = time.Now()
 			timer = time.NewTimer(wait)
 		}
 		select {
 		case <-busy:
 		case <-timer.C:
-			return nil, inFlightAfter(nil, bound)
+			return nil, 0, inFlightAfter(nil, bound)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("idem: waiting for a concurrent request: %w", ctx.Err())
+			return nil, 0, fmt.Errorf("idem: waiting for a concurrent request: %w", ctx.Err())
 		}
 	}
 }

@@ -106,9 +106,8 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 	}
 	deadline := time.Now().Add(s.cfg.wait)
 	reject := s.cfg.duplicates == RejectInFlight
-	waitStart := time.Now()
-	leave, err := s.turns.take(ctx, p.ref(), s.cfg.wait, s.cfg.inFlightMax, reject)
-	obs.waited = time.Since(waitStart)
+	leave, waited, err := s.turns.take(ctx, p.ref(), s.cfg.wait, s.cfg.inFlightMax, reject)
+	obs.waited = waited
 	if err != nil {
 		return res, err
 	}

@@ -1,16 +1,17 @@
 // Command adcp-seller is the reference AdCP seller agent built on this
-// library: MCP over streamable HTTP at /mcp, with get_adcp_capabilities,
-// create_media_buy, get_media_buys and comply_test_controller.
+// library: AdCP 3.0 to 3.2 over MCP (streamable HTTP at /mcp), plus
+// /healthz, /readyz, /metrics and the webhook signing keys at
+// /.well-known/jwks.json. Package seller holds its code.
 //
 //	go run ./cmd/adcp-seller -addr 127.0.0.1:8080 [-database-url URL] [-tokens principal=token,...] [-dev]
 //
-// Without -database-url it keeps everything in memory (memstore); with it,
-// media buys, webhook events and idempotent answers commit together in
-// Postgres. Without -tokens it makes up a development token and prints it
-// with the MCP URL. -dev allows http:// and loopback webhook URLs, which the
-// compliance runner's receiver uses. Signed requests (RFC 9421) are always
-// verified; -dev -trust-conformance-keys also trusts the AdCP conformance
-// test keys, for the runner's signed_requests storyboard only.
+// Without -database-url (or DATABASE_URL) it keeps everything in memory
+// (memstore); with it, media buys, tasks, webhook jobs and idempotent answers
+// commit together in Postgres. Without -tokens it makes up a development
+// token and prints it with the MCP URL. -dev allows http:// and loopback
+// webhook URLs, which the compliance runner's receiver uses. `adcp-seller
+// -h` lists every flag, with examples (usage.go); ops.go has the
+// listeners, the logs and the shutdown.
 package main
 
 import (
@@ -23,15 +24,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 	"github.com/adcp-go/idempotency/httpsig"
@@ -40,117 +36,130 @@ import (
 
 func main() {
 	if err := run(); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h printed the usage
+		}
 		fmt.Fprintln(os.Stderr, "adcp-seller:", err)
 		os.Exit(1)
 	}
 }
 
 func run() error {
-	addr := flag.String("addr", "127.0.0.1:8080", "listen address (host:port; port 0 picks a free one)")
-	dbURL := flag.String("database-url", os.Getenv("DATABASE_URL"), "Postgres URL; empty keeps everything in memory (env DATABASE_URL)")
-	tokens := flag.String("tokens", os.Getenv("ADCP_SELLER_TOKENS"), "accepted bearer tokens as principal=token,... (env ADCP_SELLER_TOKENS); empty makes up a dev token")
-	dev := flag.Bool("dev", false, "development mode: allow http:// and loopback webhook URLs")
-	ttl := flag.Duration("replay-ttl", 24*time.Hour, "idempotency replay window (1h to 168h)")
-	keys := flag.String("encryption-keys", os.Getenv("ADCP_SELLER_ENCRYPTION_KEYS"), "keys that seal stored answers at rest, as id=base64(32 bytes),... the first sealing new answers, the others opening old ones (env ADCP_SELLER_ENCRYPTION_KEYS); -dev makes one up")
-	signingKey := flag.String("webhook-signing-key", os.Getenv("ADCP_SELLER_WEBHOOK_SIGNING_KEY"), "the Ed25519 key that signs webhooks, as kid=base64(32-byte seed) (env ADCP_SELLER_WEBHOOK_SIGNING_KEY); its public key is served at /.well-known/jwks.json; -dev makes one up")
-	salt := flag.String("account-salt", os.Getenv("ADCP_SELLER_ACCOUNT_SALT"), "base64 of 16+ secret bytes that scope AdCP 3.1+ keys by account, the same on every replica (env ADCP_SELLER_ACCOUNT_SALT); -dev makes one up")
-	sandbox := flag.String("sandbox", os.Getenv("ADCP_SELLER_SANDBOX"), "principals that may use comply_test_controller, comma-separated (env ADCP_SELLER_SANDBOX); -dev makes every principal a sandbox one")
-	taskDelay := flag.Duration("task-delay", 2*time.Second, "how long a submitted create_media_buy takes to complete")
-	conformanceKeys := flag.Bool("trust-conformance-keys", false, "sandbox only, requires -dev: trust the AdCP conformance runner's PUBLIC test keys (their private halves are published with the spec) as signer \""+seller.ConformancePrincipal+"\" and serve the signature grading endpoint under /mcp/adcp/; never in production")
-	rate := flag.Float64("insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
-	flag.Parse()
+	o, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(os.Stderr, o.logFormat, o.logLevel)
+	slog.SetDefault(log)
+	logStorage(log, o)
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	tokenMap, devToken, err := parseTokens(*tokens)
+	tokenMap, devToken, err := parseTokens(o.tokens)
 	if err != nil {
 		return err
 	}
-	sealer, madeUp, err := keyRing(*keys, *dev)
+	sealer, madeUp, err := keyRing(o.keys, o.dev)
 	if err != nil {
 		return err
 	}
-	signer, err := webhookSigner(*signingKey, *dev)
+	tel, err := seller.NewTelemetry()
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	signer, err := webhookSigner(o.signingKey, o.dev)
 	if err != nil {
 		return err
 	}
-	accountSalt, err := secret("-account-salt", *salt, *dev)
+	accountSalt, err := secret("-account-salt", o.salt, o.dev)
 	if err != nil {
 		return err
 	}
-	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: *dev, Logger: log, Idempotency: &idem.Config{TTL: *ttl, Sealer: sealer},
-		WebhookSigner: signer, AccountSalt: accountSalt, TaskDelay: *taskDelay, Sandbox: map[string]bool{}}
-	for _, p := range strings.Split(*sandbox, ",") {
+	cfg := seller.Config{Tokens: tokenMap, AllowLoopbackWebhooks: o.dev, Logger: log, Telemetry: tel,
+		Idempotency:   &idem.Config{TTL: o.ttl, Sealer: sealer},
+		WebhookSigner: signer, AccountSalt: accountSalt, TaskDelay: o.taskDelay, Sandbox: map[string]bool{}}
+	for _, p := range strings.Split(o.sandbox, ",") {
 		if p = strings.TrimSpace(p); p != "" {
 			cfg.Sandbox[p] = true
 		}
 	}
-	if *dev {
+	if o.dev {
 		for _, p := range tokenMap {
 			cfg.Sandbox[p] = true
 		}
 	}
-	switch {
-	case *rate > 0:
-		cfg.Idempotency.Limiter = idem.NewLimiter(idem.Limits{
-			Writes: idem.Rate{PerSecond: *rate, Burst: max(1, int(*rate*5))},
-			Reads:  idem.Rate{PerSecond: *rate * 5, Burst: max(1, int(*rate*25))},
-		})
-	default:
-		cfg.Idempotency.Limiter = idem.Unlimited
-	}
-
-	if *conformanceKeys {
-		if !*dev {
+	if o.conformanceKeys {
+		if !o.dev {
 			return errors.New("-trust-conformance-keys requires -dev: anyone can sign with the conformance test keys")
 		}
 		if cfg.RequestSigning, err = seller.ConformanceSigning(); err != nil {
 			return err
 		}
 	}
+	switch {
+	case o.rate > 0:
+		cfg.Idempotency.Limiter = idem.NewLimiter(idem.Limits{
+			Writes: idem.Rate{PerSecond: o.rate, Burst: max(1, int(o.rate*5))},
+			Reads:  idem.Rate{PerSecond: o.rate * 5, Burst: max(1, int(o.rate*25))},
+		})
+	default:
+		cfg.Idempotency.Limiter = idem.Unlimited
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if *dbURL != "" {
-		pool, err := pgxpool.New(ctx, *dbURL)
+	// Listen first: /healthz answers and /readyz says "starting" while the
+	// migrations run (they may wait for another replica's).
+	srv, err := listen(log, o, tel)
+	if err != nil {
+		return err
+	}
+	if o.dbURL != "" {
+		pool, err := openPool(ctx, o.dbURL, tel)
 		if err != nil {
-			return fmt.Errorf("database: %w", err)
+			srv.close()
+			return err
 		}
 		defer pool.Close()
 		cfg.DB = pool
 	}
 	s, err := seller.New(ctx, cfg)
 	if err != nil {
+		srv.close()
 		return err
 	}
 	s.Start()
-	defer s.Close()
+	srv.serve(s.Handler())
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	url := "http://" + ln.Addr().String() + "/mcp"
+	url := "http://" + srv.addr() + "/mcp"
+	log.Info("ready: serving MCP", "url", url, "storage", s.Mode())
 	fmt.Printf("adcp-seller: serving MCP at %s (storage: %s)\n", url, s.Mode())
+	if o.metricsAddr != "" {
+		fmt.Printf("adcp-seller: serving metrics at http://%s/metrics\n", srv.metricsAddr())
+	}
 	if madeUp {
 		fmt.Println("adcp-seller: sealing stored answers with a key made up for this run (-dev); they will not open after a restart: set -encryption-keys to keep them")
 	}
 	if devToken != "" {
 		fmt.Printf("adcp-seller: dev token (principal %q): %s\n", "dev", devToken)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-srv.errc:
+		log.Error("HTTP server failed; stopping", "error", serveErr)
 	case <-ctx.Done():
+		log.Info("shutting down: no new connections; finishing requests in flight", "timeout", o.shutdownTimeout.String())
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	stop() // a second signal stops the process at once
+	// HTTP first, so that requests in flight finish with the background
+	// work still running; then the seller's background work.
+	srv.shutdown(log, o.shutdownTimeout)
+	s.Close()
+	log.Info("background work stopped")
+	if err := tel.Shutdown(context.Background()); err != nil {
+		log.Warn("telemetry shutdown", "error", err)
 	}
-	return nil
+	log.Info("stopped")
+	return serveErr
 }
 
 // parseTokens reads principal=token pairs; with none it makes up a token

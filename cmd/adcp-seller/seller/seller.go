@@ -24,7 +24,9 @@
 //     River jobs — webhook, scheduled completion — and the stored answer
 //     commit in one transaction);
 //   - signing.go: RFC 9421 signed requests (verification, the
-//     request_signing capability, the sandbox grading endpoint).
+//     request_signing capability, the sandbox grading endpoint);
+//   - http.go, ops.go and telemetry.go: request ids and the access log,
+//     /healthz and /readyz, and the metrics for /metrics.
 package seller
 
 import (
@@ -83,6 +85,9 @@ type Config struct {
 	// RequestSigning configures RFC 9421 signed requests (signing.go).
 	// Defaults to verifying every signature and trusting no signer.
 	RequestSigning *RequestSigning
+	// Telemetry, when set, records the library's metrics and spans and the
+	// pool's statistics (see telemetry.go).
+	Telemetry *Telemetry
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
@@ -99,6 +104,7 @@ type Seller struct {
 	http       http.Handler
 
 	signing *signatures
+	ops     opsState
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -139,6 +145,9 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seller: webhook signing key: %w", err)
 	}
+	if cfg.Idempotency, err = s.instrument(cfg); err != nil {
+		return nil, err
+	}
 
 	complete := func(ctx context.Context, id string) error {
 		_, err := s.completeTask(ctx, id, nil)
@@ -155,6 +164,7 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	s.tools = s.newTools()
 
 	server := s.newMCPServer()
+	server.AddReceivingMiddleware(noteMCP)
 	// The HTTP body limit follows the payload limit, so that an oversized
 	// request is refused before the MCP SDK decodes it (several times).
 	maxPayload := 1 << 20
@@ -175,14 +185,17 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable)))))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET "+httpsig.WellKnownJWKSPath, jwks)
-	s.http = s.signing.gradingEndpoint(mux)
+	s.addProbes(mux)
+	// Request ids and the access log (http.go) around everything.
+	s.http = logRequests(s.log, s.signing.gradingEndpoint(mux))
 	return s, nil
 }
 
 // Handler serves MCP at /mcp, the webhook signing keys at
-// /.well-known/jwks.json and a health check at /healthz.
+// /.well-known/jwks.json, liveness at /healthz and readiness at /readyz (see
+// ops.go), with a request id and an access log line per request (see
+// http.go).
 func (s *Seller) Handler() http.Handler { return s.http }
 
 // Mode is "postgres" or "memory".
@@ -199,10 +212,12 @@ func (s *Seller) Start() {
 			s.log.Error("seller: background work stopped", "error", err)
 		}
 	})
+	s.ops.state.Store(stateRunning)
 }
 
 // Close stops the background work and waits for it.
 func (s *Seller) Close() {
+	s.ops.state.Store(stateClosed)
 	if s.stop != nil {
 		s.stop()
 	}
