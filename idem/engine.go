@@ -88,7 +88,7 @@ func allowNewKey(ctx context.Context, l Limiter, p prepared) error {
 	ok, after, err := l.Allow(ctx, Budget{Principal: p.Principal, Account: p.Account, Read: p.Read})
 	if err != nil {
 		// A limiter that cannot answer never lets the request through.
-		return backendError("rate limiter", err)
+		return backendError(ctx, "rate limiter", err)
 	}
 	if !ok {
 		e := newError(ErrRateLimited, "too many new idempotency keys from this caller; retry later")

@@ -51,7 +51,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 		total += n
 		g.cfg.swept(ctx, n)
 		if err != nil {
-			return total, backendError("sweep", err)
+			return total, backendError(ctx, "sweep", err)
 		}
 		if n < g.cfg.sweepBatch {
 			return total, nil
@@ -235,7 +235,7 @@ func (g *Guard) claim(ctx context.Context, p prepared, owner string, waited *tim
 			Wait: wait, At: g.cfg.at(),
 		})
 		if err != nil || held == nil {
-			return nil, backendError("claim", err)
+			return nil, backendError(ctx, "claim", err)
 		}
 		conflict := held.Operation != p.Operation || held.Hash != p.hash
 		left := time.Until(deadline)
@@ -266,19 +266,22 @@ func (g *Guard) release(ctx context.Context, ref backend.Ref, owner string, caus
 		return cause
 	}
 	if cause == nil {
-		return backendError("release", err)
+		return backendError(rctx, "release", err)
 	}
 	return fmt.Errorf("%w (releasing the idempotency claim failed too, so the key stays blocked until its lease ends: %v)", cause, err)
 }
 
-// backendError keeps this package's errors and context errors as they are
-// and marks anything else from a backend as a storage failure.
-func backendError(op string, err error) error {
+// backendError keeps this package's errors as they are, and ctx's own end
+// (the caller gave up), and marks anything else from a backend as a
+// storage failure: a network timeout also matches
+// context.DeadlineExceeded, but it is the storage's failure, not the
+// caller's deadline.
+func backendError(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	var e *Error
-	if errors.As(err, &e) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &e) || (ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))) {
 		return err
 	}
 	return storageError(op, err)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/adcp-go/idempotency/idem"
+	"github.com/adcp-go/idempotency/idem/backend"
 	"github.com/adcp-go/idempotency/idemtest"
 	"github.com/adcp-go/idempotency/memstore"
 )
@@ -212,4 +214,42 @@ func TestHostilePayloadAllocationsAreBounded(t *testing.T) {
 		}
 	})
 	t.Logf("valid %d-byte payload: %d bytes in %.1f allocations per request (claim, run, store)", len(big), b, n)
+}
+
+// timeoutErr is what net returns for a dial or read timeout: it matches
+// context.DeadlineExceeded, though no context ended.
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string        { return "dial tcp 127.0.0.1:6379: i/o timeout" }
+func (timeoutErr) Timeout() bool        { return true }
+func (timeoutErr) Is(target error) bool { return target == context.DeadlineExceeded }
+
+type timingOutBackend struct{ backend.Backend }
+
+func (timingOutBackend) Claim(context.Context, backend.Claim) (*backend.Entry, error) {
+	return nil, fmt.Errorf("redisstore: claim: %w", timeoutErr{})
+}
+
+// A storage timeout is ErrStorage (SERVICE_UNAVAILABLE), not the caller's
+// deadline: the caller's context is still alive.
+func TestStorageTimeoutIsStorageFailure(t *testing.T) {
+	mem := memstore.New(nil)
+	t.Cleanup(func() { _ = mem.Close() })
+	g, err := idem.NewGuard(timingOutBackend{mem}, &idem.Config{Limiter: idem.Unlimited})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = idem.Do(context.Background(), g, idem.Request{Principal: "p", Key: "timeout-key-0000000001", Operation: "op", Payload: []byte(`{}`)},
+		func(context.Context) (int, error) { return 1, nil })
+	if !errors.Is(err, idem.ErrStorage) || idem.Wire(err).Code != string(idem.CodeServiceUnavailable) {
+		t.Fatalf("a backend timeout with the caller's context alive: %v, want ErrStorage", err)
+	}
+	// The caller's own deadline stays the caller's.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = idem.Do(ctx, g, idem.Request{Principal: "p", Key: "timeout-key-0000000002", Operation: "op", Payload: []byte(`{}`)},
+		func(context.Context) (int, error) { return 1, nil })
+	if errors.Is(err, idem.ErrStorage) {
+		t.Fatalf("a cancelled caller: %v, want the context's error", err)
+	}
 }

@@ -189,7 +189,7 @@ func (l *PostgresLimiter) Allow(ctx context.Context, b Budget) (bool, time.Durat
 		Bucket: b.name(), Rate: r.PerSecond, Burst: float64(r.Burst), Now: clock(l.now),
 	})
 	if err != nil {
-		return false, 0, dbError("rate limit", err)
+		return false, 0, dbError(ctx, "rate limit", err)
 	}
 	if wait <= 0 {
 		return true, 0, nil

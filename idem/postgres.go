@@ -138,7 +138,7 @@ var errStaleSnapshot = errors.New("the transaction's snapshot cannot see the key
 func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return res, dbError("begin", err)
+		return res, dbError(ctx, "begin", err)
 	}
 	done := false
 	defer func() {
@@ -217,7 +217,7 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p pre
 		PrincipalID: p.Principal, AccountID: p.Account, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
 	})
 	if err != nil {
-		return res, dbError("store response", err)
+		return res, dbError(ctx, "store response", err)
 	}
 	if n != 1 {
 		return res, fmt.Errorf("idem: the claimed row vanished inside its own transaction")
@@ -225,7 +225,7 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p pre
 	if err := tx.Commit(ctx); err != nil {
 		// The commit may or may not have happened; either way the key and
 		// the business writes share its fate, so a retry replays or reruns.
-		return res, dbError("commit", err)
+		return res, dbError(ctx, "commit", err)
 	}
 	done = true
 	return Result[T]{Value: v, Response: body}, nil
@@ -360,7 +360,7 @@ func claimError(ctx context.Context, err error, bound time.Duration) error {
 			return fmt.Errorf("%w: %w", errStaleSnapshot, err)
 		}
 	}
-	return dbError("claim", err)
+	return dbError(ctx, "claim", err)
 }
 
 func getRow(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, ref backend.Ref) (*backend.Entry, error) {
@@ -369,7 +369,7 @@ func getRow(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, ref b
 		return nil, nil
 	}
 	if err != nil {
-		return nil, dbError("read", err)
+		return nil, dbError(ctx, "read", err)
 	}
 	e := &backend.Entry{Operation: row.Operation, Response: row.Response, ExpiresAt: row.ExpiresAt, Now: row.DBNow}
 	copy(e.Hash[:], row.RequestHash)
@@ -399,7 +399,7 @@ func sweepBatch(ctx context.Context, q *db.Queries, tx db.DBTX, at *time.Time, r
 		Now: at, RetentionMs: retention.Milliseconds(), MaxRows: int32(min(limit, maxSweepBatch)),
 	})
 	if err != nil {
-		return 0, dbError("sweep", err)
+		return 0, dbError(ctx, "sweep", err)
 	}
 	return int(n), nil
 }
@@ -440,7 +440,7 @@ func (b *PostgresBackend) Renew(ctx context.Context, r backend.Renewal) error {
 		LeaseMs: r.Lease.Milliseconds(), PrincipalID: r.Principal, AccountID: r.Account, Key: r.Key, OwnerToken: r.Owner, Now: atPtr(r.At),
 	})
 	if err != nil {
-		return dbError("renew", err)
+		return dbError(ctx, "renew", err)
 	}
 	if n == 0 {
 		return backend.ErrNotOwner
@@ -461,7 +461,7 @@ func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) er
 		OwnerToken: c.Owner, Now: atPtr(c.At),
 	})
 	if err != nil {
-		return dbError("complete", err)
+		return dbError(ctx, "complete", err)
 	}
 	if n == 0 {
 		return backend.ErrNotOwner
@@ -473,7 +473,7 @@ func (b *PostgresBackend) Complete(ctx context.Context, c backend.Completion) er
 func (b *PostgresBackend) Release(ctx context.Context, ref backend.Ref, owner string) error {
 	n, err := b.q.IdempotencyKeyRelease(ctx, b.DB, db.IdempotencyKeyReleaseParams{PrincipalID: ref.Principal, AccountID: ref.Account, Key: ref.Key, OwnerToken: owner})
 	if err != nil {
-		return dbError("release", err)
+		return dbError(ctx, "release", err)
 	}
 	if n == 0 {
 		return backend.ErrNotOwner
@@ -522,8 +522,11 @@ func atFunc(at time.Time) func() time.Time {
 // a serialization failure or a deadlock is ErrTxConflict (nothing was
 // stored, the request may be retried); cancellation stays the context's
 // error; anything else is a storage failure.
-func dbError(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+func dbError(ctx context.Context, op string, err error) error {
+	// ctx's own end is the caller's, and kept as it is; a network timeout
+	// matches context.DeadlineExceeded too, but it is the database's
+	// failure.
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("idem: %s: %w", op, err)
 	}
 	var pgErr *pgconn.PgError
