@@ -88,6 +88,13 @@ func newPostgresStore(ctx context.Context, pool *pgxpool.Pool, cfg *idem.Config,
 		Queues:  map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 16}},
 		Workers: workers,
 		Logger:  log.With("component", "river"),
+		// A job of a replica that died while running it is given back
+		// after RescueStuckJobsAfter (River's default: an hour). One
+		// attempt takes at most the sender's timeout (10 s) and a
+		// completion a few statements, so three minutes is ample, and a
+		// crashed replica's webhooks wait minutes, not an hour.
+		JobTimeout:           time.Minute,
+		RescueStuckJobsAfter: 3 * time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("seller: river: %w", err)
