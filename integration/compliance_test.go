@@ -69,11 +69,11 @@ func runnerSDK(t *testing.T) string {
 // each check is made by a Go test instead (named in the docs). Any other
 // skip fails the run.
 var allowedSkips = map[string]string{
-	"expect_no_webhook/missing_tool":                      "the 6.11 runner has no expect_no_webhook; TestSellerAsync checks that a synchronous answer sends no webhook",
-	"expect_rate_limit_not_replayed/missing_tool":         "the 6.11 runner has no rate_limit_trip_runner; TestSellerRateLimitNotReplayed drives the phase",
-	"fetch_brand_jwks/missing_tool":                       "the 6.11 runner cannot fetch brand.json; TestSellerWebhookSignatures fetches the published JWKS",
-	"assert_jwks_purpose/missing_tool":                    "the 6.11 runner cannot fetch brand.json; TestSellerWebhookSignatures checks adcp_use",
-	"expect_webhook_signature_valid/unsatisfied_contract": "the 6.11 CLI passes no JWKS resolver to the runner; TestSellerWebhookSignatures verifies live deliveries",
+	"expect_no_webhook/missing_tool":                      "the 6.11 runner has no expect_no_webhook; sellertest Async (TestMemorySeller/Async, TestPostgresSeller/Async) checks that no webhook follows a synchronous answer",
+	"expect_rate_limit_not_replayed/missing_tool":         "the 6.11 runner has no rate_limit_trip_runner; TestMemorySellerRateLimitNotReplayed and TestPostgresSellerRateLimitNotReplayed drive the phase",
+	"fetch_brand_jwks/missing_tool":                       "the 6.11 runner cannot fetch brand.json; sellertest WebhookSignatures fetches the published JWKS",
+	"assert_jwks_purpose/missing_tool":                    "the 6.11 runner cannot fetch brand.json; sellertest WebhookSignatures checks adcp_use",
+	"expect_webhook_signature_valid/unsatisfied_contract": "the 6.11 CLI passes no JWKS resolver to the runner; sellertest WebhookSignatures verifies live deliveries against the published JWKS",
 	"*/peer_branch_taken":                                 "the storyboard's own any_of branch: another branch of the set contributed (get_products refuses push_notification_config)",
 }
 
