@@ -79,13 +79,9 @@ func Read[Out any](g *idem.Guard, opts *Options, h Handler[Out]) Runner {
 // body at the root, context echoed, errors as adcp_error).
 func ReadOnly[Out any](opts *Options, h Handler[Out]) Runner {
 	return func(ctx context.Context, t Task) Answer {
-		args, err := ParseArguments(t.Arguments)
-		if err != nil {
-			return ErrorAnswer(opts, Latest, nil, err)
-		}
-		v, err := args.Version()
-		if err != nil {
-			return ErrorAnswer(opts, Latest, args.Context, err)
+		args, v, failed := start(opts, t)
+		if failed != nil {
+			return *failed
 		}
 		out, err := h(ctx, &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw})
 		var body json.RawMessage
@@ -99,21 +95,34 @@ func ReadOnly[Out any](opts *Options, h Handler[Out]) Runner {
 	}
 }
 
+// start reads a task's arguments and negotiates the version to serve; it
+// returns the error answer when either fails.
+func start(opts *Options, t Task) (Arguments, Version, *Answer) {
+	args, err := ParseArguments(t.Arguments)
+	if err != nil {
+		a := ErrorAnswer(opts, Latest, nil, err)
+		return args, Latest, &a
+	}
+	v, err := args.Version()
+	if err != nil {
+		a := ErrorAnswer(opts, Latest, args.Context, err)
+		return args, Latest, &a
+	}
+	return args, v, nil
+}
+
 type runFunc func(ctx context.Context, r idem.Request, c *Call) (idem.Result[json.RawMessage], error)
 
 // keyed is the runner of a task under the replay contract: run with a key
 // (required when requireKey), or unkeyed without one (reads).
 func keyed(opts *Options, requireKey bool, run runFunc, unkeyed func(context.Context, *Call) (json.RawMessage, error)) Runner {
 	return func(ctx context.Context, t Task) Answer {
-		args, err := ParseArguments(t.Arguments)
-		if err != nil {
-			return ErrorAnswer(opts, Latest, nil, err)
-		}
-		v, err := args.Version()
-		if err != nil {
-			return ErrorAnswer(opts, Latest, args.Context, err)
+		args, v, failed := start(opts, t)
+		if failed != nil {
+			return *failed
 		}
 		c := &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw}
+		var err error
 		if !requireKey && !args.HasKey() {
 			body, err := unkeyed(ctx, c)
 			if err != nil {
