@@ -64,7 +64,21 @@ func storm(t *testing.T, round int, call func(i int, key string, variant int) st
 	wg.Wait()
 
 	for k, key := range keys {
-		if n := executions(key); n != 1 {
+		n := executions(key)
+		if n == 0 {
+			// Every caller was told IN_FLIGHT and none ran it. With a
+			// WaitLimit of milliseconds on a loaded machine the one
+			// claimer can wait out even the claim's 100 ms lock floor on a
+			// lock other than the key's (the table's extension lock), and
+			// its duplicates waited out theirs: IN_FLIGHT is then early,
+			// not wrong. The buyer's retry runs it, once.
+			for attempt := 0; attempt < 100 && call(k, key, variant(k)).kind == "in_flight"; attempt++ {
+				time.Sleep(20 * time.Millisecond)
+			}
+			n = executions(key)
+			t.Logf("%s: every caller was told IN_FLIGHT; a retry ran it (%d execution)", key, n)
+		}
+		if n != 1 {
 			t.Errorf("%s executed %d times, want once", key, n)
 		}
 		winner, id, executed := -1, "", 0
