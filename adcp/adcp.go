@@ -46,6 +46,11 @@ type Call struct {
 	Version Version
 	// Arguments are the task's arguments, a JSON object, as received.
 	Arguments json.RawMessage
+	// Context is the request's context object, as received (nil when
+	// absent). The answer echoes it by itself; a handler needs it only
+	// for what it sends later, such as a task's webhooks, which AdCP
+	// requires to echo the originating request's context.
+	Context json.RawMessage
 }
 
 // Decode unmarshals the arguments into v. A mismatch is an INVALID_REQUEST

@@ -118,3 +118,23 @@ func TestAccountScoping(t *testing.T) {
 		t.Fatalf("the same key under another account (3.0): %s, want IDEMPOTENCY_CONFLICT", c.Body)
 	}
 }
+
+// A handler sees the request's context (for what it sends later, such as
+// a task's webhooks); the stored answer never holds it.
+func TestCallContext(t *testing.T) {
+	var seen []string
+	create := adcp.Mutating(guard(t), nil, func(_ context.Context, c *adcp.Call) (map[string]any, error) {
+		seen = append(seen, string(c.Context))
+		return map[string]any{"ok": true}, nil
+	})
+	ro := adcp.ReadOnly(nil, func(_ context.Context, c *adcp.Call) (map[string]any, error) {
+		seen = append(seen, string(c.Context))
+		return map[string]any{}, nil
+	})
+	create(context.Background(), task("create_media_buy", `{"idempotency_key":"call-context-000001","context":{"trace":"a"}}`))
+	ro(context.Background(), task("comply_test_controller", `{"context":{"trace":"b"}}`))
+	ro(context.Background(), task("comply_test_controller", `{}`))
+	if len(seen) != 3 || seen[0] != `{"trace":"a"}` || seen[1] != `{"trace":"b"}` || seen[2] != "" {
+		t.Fatalf("contexts seen by the handlers: %q", seen)
+	}
+}

@@ -83,7 +83,7 @@ func ReadOnly[Out any](opts *Options, h Handler[Out]) Runner {
 		if failed != nil {
 			return *failed
 		}
-		out, err := h(ctx, &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw})
+		out, err := h(ctx, &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw, Context: args.Context})
 		var body json.RawMessage
 		if err == nil {
 			body, err = EncodeBody(out)
@@ -121,7 +121,7 @@ func keyed(opts *Options, requireKey bool, run runFunc, unkeyed func(context.Con
 		if failed != nil {
 			return *failed
 		}
-		c := &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw}
+		c := &Call{Tool: t.Tool, Principal: t.Principal, Version: v, Arguments: args.Raw, Context: args.Context}
 		var err error
 		if !requireKey && !args.HasKey() {
 			body, err := unkeyed(ctx, c)

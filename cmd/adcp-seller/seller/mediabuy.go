@@ -57,13 +57,12 @@ func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	if err != nil {
 		return nil, err
 	}
-	reqCtx, _ := adcp.ParseArguments(c.Arguments)
 	now := time.Now().UTC()
 
 	forced, hasForced := s.controller.takeArm(c.Principal)
 	if hasForced || (push != nil && c.Version.AtLeast(adcp.V3_1)) {
 		t := task{Principal: c.Principal, Type: "create_media_buy", Status: "submitted", Version: c.Version.String(),
-			Buy: &b, Push: push, Context: reqCtx.Context, CreatedAt: now, UpdatedAt: now}
+			Buy: &b, Push: push, Context: c.Context, CreatedAt: now, UpdatedAt: now}
 		t.ID, err = newTaskID(ctx, w, forced.taskID)
 		if err != nil {
 			return nil, err
@@ -85,7 +84,7 @@ func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	answer := buyAnswer(b, c.Version, c.Key)
 	if push != nil { // AdCP 3.0: the completion webhook of a synchronous create
 		t := task{ID: "task_" + randomHex(10), Principal: c.Principal, Type: "create_media_buy", Status: "completed", Version: c.Version.String(),
-			Push: push, Context: reqCtx.Context, Result: mustJSON(buyAnswer(b, c.Version, "")), CreatedAt: now, UpdatedAt: now, CompletedAt: &now}
+			Push: push, Context: c.Context, Result: mustJSON(buyAnswer(b, c.Version, "")), CreatedAt: now, UpdatedAt: now, CompletedAt: &now}
 		if err := w.putTask(ctx, t, true); err != nil {
 			return nil, err
 		}
