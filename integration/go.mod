@@ -42,6 +42,8 @@ require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect
 	github.com/Microsoft/go-winio v0.6.4 // indirect
+	github.com/a2aproject/a2a-go v0.3.3 // indirect
+	github.com/adcp-go/idempotency/adcpa2a v0.0.0-00010101000000-000000000000 // indirect
 	github.com/adcp-go/idempotency/adcpmcp v0.0.0-00010101000000-000000000000 // indirect
 	github.com/adcp-go/idempotency/idemotel v0.0.0-00010101000000-000000000000 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -123,3 +125,5 @@ require (
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/adcp-go/idempotency/adcpa2a => ../adcpa2a

@@ -23,7 +23,10 @@ require (
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
 )
 
+require github.com/a2aproject/a2a-go v0.3.3 // indirect
+
 require (
+	github.com/adcp-go/idempotency/adcpa2a v0.0.0-00010101000000-000000000000
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dunglas/httpsfv v1.1.2 // indirect
@@ -73,3 +76,5 @@ replace (
 	github.com/adcp-go/idempotency/webhook => ../../webhook
 	github.com/adcp-go/idempotency/webhook/riverdelivery => ../../webhook/riverdelivery
 )
+
+replace github.com/adcp-go/idempotency/adcpa2a => ../../adcpa2a

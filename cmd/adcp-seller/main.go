@@ -1,6 +1,7 @@
 // Command adcp-seller is the reference AdCP seller agent built on this
-// library: AdCP 3.0 to 3.2 over MCP (streamable HTTP at /mcp), plus
-// /healthz, /readyz, /metrics and the webhook signing keys at
+// library: AdCP 3.0 to 3.2 over MCP (streamable HTTP at /mcp) and A2A 0.3
+// (JSON-RPC at /a2a, agent card at /.well-known/agent-card.json) on one
+// store, plus /healthz, /readyz, /metrics and the webhook signing keys at
 // /.well-known/jwks.json. Package seller holds its code.
 //
 //	go run ./cmd/adcp-seller -addr 127.0.0.1:8080 [-database-url URL] [-tokens principal=token,...] [-dev]
@@ -24,6 +25,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -112,6 +115,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if cfg.PublicURL, err = publicURL(log, o.publicURL, srv.addr()); err != nil {
+		srv.close()
+		return err
+	}
 	if o.dbURL != "" {
 		pool, err := openPool(ctx, o.dbURL, tel)
 		if err != nil {
@@ -130,8 +137,10 @@ func run() error {
 	srv.serve(s.Handler())
 
 	url := "http://" + srv.addr() + "/mcp"
-	log.Info("ready: serving MCP", "url", url, "storage", s.Mode())
+	a2aURL := cfg.PublicURL + seller.A2APath
+	log.Info("ready: serving MCP and A2A", "url", url, "a2a_url", a2aURL, "storage", s.Mode())
 	fmt.Printf("adcp-seller: serving MCP at %s (storage: %s)\n", url, s.Mode())
+	fmt.Printf("adcp-seller: serving A2A at %s (agent card: %s/.well-known/agent-card.json)\n", a2aURL, cfg.PublicURL)
 	if o.metricsAddr != "" {
 		fmt.Printf("adcp-seller: serving metrics at http://%s/metrics\n", srv.metricsAddr())
 	}
@@ -160,6 +169,29 @@ func run() error {
 	}
 	log.Info("stopped")
 	return serveErr
+}
+
+// publicURL is the origin the A2A agent card advertises: -public-url, or
+// http:// and the listening address, with loopback for a wildcard host
+// (0.0.0.0, ::), which clients cannot reach (a warning says to set
+// -public-url then).
+func publicURL(log *slog.Logger, flagValue, listening string) (string, error) {
+	if flagValue != "" {
+		u, err := url.Parse(flagValue)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.TrimSuffix(u.Path, "/") != "" || u.RawQuery != "" {
+			return "", fmt.Errorf("-public-url %q: want an http(s) origin such as https://seller.example", flagValue)
+		}
+		return strings.TrimSuffix(flagValue, "/"), nil
+	}
+	host, port, err := net.SplitHostPort(listening)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		log.Warn("the A2A agent card advertises a loopback URL while the seller listens on every interface; set -public-url to the address clients use")
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 // parseTokens reads principal=token pairs; with none it makes up a token

@@ -12,6 +12,7 @@ import (
 // ones not given.
 type options struct {
 	addr, metricsAddr string
+	publicURL         string
 	dbURL             string
 	dbFromEnv         bool // DATABASE_URL chose Postgres mode, not -database-url
 	tokens, keys      string
@@ -28,8 +29,10 @@ type options struct {
 }
 
 const description = `adcp-seller is the reference AdCP seller agent of github.com/adcp-go/idempotency:
-an AdCP 3 media-buy seller over MCP (streamable HTTP at /mcp) whose mutating
-tools run at most once per idempotency key, as AdCP requires.
+an AdCP 3 media-buy seller over MCP (streamable HTTP at /mcp) and A2A 0.3
+(JSON-RPC at /a2a), one store behind both, whose mutating tools run at most
+once per idempotency key, as AdCP requires: a key first used over MCP
+replays over A2A, and the other way round.
 
 It speaks AdCP 3.0 to 3.2 (a request's adcp_version picks the release):
 get_adcp_capabilities, get_products, list_creative_formats, list_accounts,
@@ -43,7 +46,10 @@ DATABASE_URL names a Postgres database: then media buys, tasks, webhook jobs
 (River) and idempotent answers commit together, and migrations run at
 start-up.
 
-Endpoints: /mcp (bearer token), /healthz (the process is alive), /readyz
+Endpoints: /mcp (bearer token), /a2a (A2A JSON-RPC, the same tokens; its
+agent card, public, at /.well-known/agent-card.json and
+/a2a/.well-known/agent-card.json, advertises -public-url + /a2a),
+/healthz (the process is alive), /readyz
 (ready for traffic: started, and in Postgres mode the database answers),
 /metrics (Prometheus; on -metrics-addr when set). Logs are structured
 (log/slog) on stderr, one line per request; SIGINT or SIGTERM stops taking
@@ -70,8 +76,9 @@ Examples:
   # In memory, to try it: a dev token and a dev sealing key are made up and printed.
   adcp-seller -dev
 
-  # Postgres, durable, with fixed tokens and secrets (the same on every replica).
-  adcp-seller -addr 0.0.0.0:8080 \
+  # Postgres, durable, with fixed tokens and secrets (the same on every replica),
+  # behind a TLS proxy that clients reach as https://seller.example.
+  adcp-seller -addr 0.0.0.0:8080 -public-url https://seller.example \
     -database-url 'postgres://seller:PASSWORD@db.internal:5432/seller' \
     -tokens 'buyer-a=sk_live_...' -encryption-keys "k1=$(head -c 32 /dev/urandom | base64)" \
     -webhook-signing-key "wh1=$(head -c 32 /dev/urandom | base64)" \
@@ -80,6 +87,12 @@ Examples:
   # Metrics on their own loopback port, JSON logs, 30 s to drain at shutdown.
   adcp-seller -dev -metrics-addr :9464 -log-format json -shutdown-timeout 30s
   curl -s 127.0.0.1:9464/metrics | grep idempotency_calls_total
+
+  # The A2A agent card (public), then a skill over A2A with the dev token.
+  curl -s 127.0.0.1:8080/.well-known/agent-card.json
+  curl -s 127.0.0.1:8080/a2a -H 'Authorization: Bearer TOKEN' -H 'Content-Type: application/json' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"message":{"kind":"message",
+    "messageId":"m1","role":"user","parts":[{"kind":"data","data":{"skill":"get_adcp_capabilities","input":{}}}]}}}'
 `
 
 // parseFlags parses args; getenv fills in the flags that stand for an
@@ -89,7 +102,8 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	var o options
 	fs := flag.NewFlagSet("adcp-seller", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address for MCP, /healthz, /readyz and (without -metrics-addr) /metrics; port 0 picks a free one")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address for MCP, A2A, /healthz, /readyz and (without -metrics-addr) /metrics; port 0 picks a free one")
+	fs.StringVar(&o.publicURL, "public-url", "", "the origin clients reach the seller at (https://seller.example), which the A2A agent card advertises; empty means http:// and -addr's address (loopback for a wildcard host)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics on this address instead of -addr's; a missing host means loopback (\":9464\" is 127.0.0.1:9464)")
 	fs.StringVar(&o.dbURL, "database-url", "", "Postgres URL (postgres://user:password@host:port/db); empty keeps everything in memory (env DATABASE_URL)")
 	fs.StringVar(&o.tokens, "tokens", "", "accepted bearer tokens as principal=token,... (env ADCP_SELLER_TOKENS); empty makes up a dev token")

@@ -31,7 +31,8 @@ type requestInfo struct {
 	mu        sync.Mutex
 	principal string
 	method    string       // the MCP method: tools/call, initialize, ...
-	tool      string       // the tool of tools/call
+	a2aMethod string       // the A2A JSON-RPC method: message/send, tasks/get, ...
+	tool      string       // the tool of tools/call, the skill of message/send
 	outcome   idem.Outcome // of the idempotent call, if one ran
 	adcpError string       // adcp_error.code of an error answer
 }
@@ -46,8 +47,8 @@ func requestInfoFrom(ctx context.Context) *requestInfo {
 // logRequests gives each request an id (a sane incoming X-Request-Id, or a
 // new one), echoes it in the response, and logs one line per request when
 // it is answered: method, path (never the query), status, bytes, duration,
-// and the principal, MCP method, tool, idempotency outcome and AdCP error
-// code when known. Never a token, key, payload or webhook URL. Probes
+// and the principal, MCP or A2A method, tool, idempotency outcome and AdCP
+// error code when known. Never a token, key, payload or webhook URL. Probes
 // (/healthz, /readyz) that succeed log at debug level.
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -68,7 +69,7 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		if !log.Enabled(r.Context(), level) {
 			return
 		}
-		attrs := make([]slog.Attr, 0, 11)
+		attrs := make([]slog.Attr, 0, 12)
 		attrs = append(attrs,
 			slog.String("method", r.Method),
 			slog.String("path", r.URL.Path),
@@ -78,7 +79,7 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		)
 		info.mu.Lock()
 		for _, a := range [...]struct{ k, v string }{
-			{"principal", info.principal}, {"mcp_method", info.method}, {"tool", info.tool},
+			{"principal", info.principal}, {"mcp_method", info.method}, {"a2a_method", info.a2aMethod}, {"tool", info.tool},
 			{"idempotency", string(info.outcome)}, {"adcp_error", info.adcpError},
 		} {
 			if a.v != "" {

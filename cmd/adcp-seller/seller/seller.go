@@ -1,6 +1,7 @@
 // Package seller is the reference AdCP seller agent, built on package idem
-// through packages adcp and adcpmcp: MCP over streamable HTTP, AdCP 3.0 to
-// 3.2, in memory or on Postgres. It is example code, importable only so
+// through packages adcp, adcpmcp and adcpa2a: MCP over streamable HTTP and
+// A2A 0.3 JSON-RPC from one process on one store, AdCP 3.0 to 3.2, in
+// memory or on Postgres. It is example code, importable only so
 // that the integration tests can run it in process; it makes no
 // compatibility promise.
 //
@@ -9,6 +10,8 @@
 //   - seller.go: configuration, HTTP wiring and authentication;
 //   - tools.go: the tools (one table for every transport) and the
 //     capabilities;
+//   - a2a.go: the same tools as A2A skills, the agent card, and A2A
+//     authentication (the same tokens and signatures as MCP);
 //   - wire.go: the request types, from which the published input schemas
 //     are derived;
 //   - mediabuy.go: create_media_buy (its synchronous and submitted arms),
@@ -38,6 +41,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +93,12 @@ type Config struct {
 	// Telemetry, when set, records the library's metrics and spans and the
 	// pool's statistics (see telemetry.go).
 	Telemetry *Telemetry
+	// PublicURL is the seller's origin as clients reach it, such as
+	// "https://seller.example": the A2A agent card advertises PublicURL +
+	// "/a2a" as its JSON-RPC endpoint. Empty makes the card name the Host
+	// each card request came to (for tests and development; behind a proxy
+	// set it).
+	PublicURL string
 }
 
 // Seller is the reference seller. Create it with New, serve Handler, call
@@ -115,6 +126,13 @@ type Seller struct {
 func New(ctx context.Context, cfg Config) (*Seller, error) {
 	if len(cfg.Tokens) == 0 {
 		return nil, errors.New("seller: at least one bearer token is required")
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			return nil, errors.New("seller: PublicURL must be an http(s) origin such as https://seller.example")
+		}
+		cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	}
 	cfg.TaskDelay = cmp.Or(cfg.TaskDelay, 2*time.Second)
 	s := &Seller{cfg: cfg, log: cmp.Or(cfg.Logger, slog.Default()), catalog: newCatalog(),
@@ -185,6 +203,11 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable)))))
+	a2a, err := s.newA2A(int64(maxPayload) + 64<<10)
+	if err != nil {
+		return nil, err
+	}
+	a2a.mount(mux)
 	mux.Handle("GET "+httpsig.WellKnownJWKSPath, jwks)
 	s.addProbes(mux)
 	// Request ids and the access log (http.go) around everything.
@@ -192,10 +215,11 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 	return s, nil
 }
 
-// Handler serves MCP at /mcp, the webhook signing keys at
-// /.well-known/jwks.json, liveness at /healthz and readiness at /readyz (see
-// ops.go), with a request id and an access log line per request (see
-// http.go).
+// Handler serves MCP at /mcp, A2A JSON-RPC at /a2a and its agent card at
+// /a2a/.well-known/agent-card.json and /.well-known/agent-card.json (see
+// a2a.go), the webhook signing keys at /.well-known/jwks.json, liveness at
+// /healthz and readiness at /readyz (see ops.go), with a request id and an
+// access log line per request (see http.go).
 func (s *Seller) Handler() http.Handler { return s.http }
 
 // Mode is "postgres" or "memory".

@@ -244,7 +244,7 @@ const signedCredential = "rfc9421-verified-signature"
 // layer unless the policy requires a signature.
 func (g *signatures) verifyMCP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, principal, ok := g.check(w, r, g.mcp)
+		r, principal, ok := g.check(w, r, g.mcp, httpsig.RequestOperation)
 		if !ok {
 			return
 		}
@@ -282,7 +282,7 @@ func (g *signatures) gradingEndpoint(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		r, principal, ok := g.check(w, r, g.grading)
+		r, principal, ok := g.check(w, r, g.grading, httpsig.RequestOperation)
 		if !ok {
 			return
 		}
@@ -299,8 +299,11 @@ func (g *signatures) gradingEndpoint(next http.Handler) http.Handler {
 // verifier checklist of ep, and answers a rejection itself. Otherwise it
 // returns the request (its body buffered) and ok; principal is the signer
 // a verified signature authenticated, "" when the request proceeds on its
-// bearer token (or on none, for the bearer layer to refuse).
-func (g *signatures) check(w http.ResponseWriter, r *http.Request, ep *endpointPolicy) (_ *http.Request, principal string, ok bool) {
+// bearer token (or on none, for the bearer layer to refuse). operation
+// names what the request invokes, for the policy's required_for and
+// warn_for (it differs between MCP and A2A).
+func (g *signatures) check(w http.ResponseWriter, r *http.Request, ep *endpointPolicy,
+	operation func(*http.Request, []byte) httpsig.Operation) (_ *http.Request, principal string, ok bool) {
 	signed := r.Header.Get("Signature") != "" || r.Header.Get("Signature-Input") != ""
 	body, err := io.ReadAll(io.LimitReader(r.Body, g.maxBody+1))
 	switch {
@@ -323,7 +326,7 @@ func (g *signatures) check(w http.ResponseWriter, r *http.Request, ep *endpointP
 	verified, verr := ep.verifier.Verify(r.Context(), r, body)
 	unsigned := errors.Is(verr, httpsig.ErrUnsigned)
 	d := httpsig.Requirement{
-		Mode:                  ep.capability.ModeFor(httpsig.RequestOperation(r, body)),
+		Mode:                  ep.capability.ModeFor(operation(r, body)),
 		Mandatory:             unsigned && ep.capability.Supported && mayCarryWebhookAuth(body) && httpsig.CarriesWebhookAuthentication(body),
 		FallbackAuthenticated: g.bearerValid(r),
 	}.Decide(verr)
