@@ -41,7 +41,7 @@ func newSellerWith(t *testing.T, pool *pgxpool.Pool, cfg *idem.Config) *seller.S
 	return s
 }
 
-// The seller in Postgres mode, over real MCP: the storyboard's scenarios,
+// The seller in Postgres mode, over real MCP and real A2A: the storyboard's scenarios,
 // concurrent creates with one key, isolation, webhooks once.
 func TestPostgresSeller(t *testing.T) {
 	t.Parallel()
@@ -50,6 +50,10 @@ func TestPostgresSeller(t *testing.T) {
 	env := sellertest.EnvFor(t, s)
 	sellertest.Run(t, env)
 	sellertest.Run32(t, env)
+	t.Run("A2A", func(t *testing.T) {
+		sellertest.Run(t, env.OverA2A())
+		sellertest.Run32(t, env.OverA2A())
+	})
 	// Every committed media buy has its stored answer: the create's own,
 	// or, for a buy a task made, the submitted answer of its task.
 	orphans := count(t, pool, `SELECT count(*) FROM seller_media_buys b WHERE NOT EXISTS (
@@ -69,7 +73,17 @@ func TestPostgresSellerRateLimitNotReplayed(t *testing.T) {
 	s := newSellerWith(t, newSchema(t), &idem.Config{Limiter: idem.NewLimiter(idem.Limits{
 		Writes: idem.Rate{PerSecond: 1, Burst: 1}, Reads: idem.Rate{PerSecond: 100, Burst: 100},
 	})})
-	sellertest.RateLimitNotReplayed(t, sellertest.Start(t, s))
+	url := sellertest.Start(t, s)
+	sellertest.RateLimitNotReplayed(t, url)
+	t.Run("A2A", func(t *testing.T) { sellertest.RateLimitNotReplayed(t, strings.TrimSuffix(url, "/mcp")+"/a2a") })
+}
+
+// One store behind MCP and A2A, on Postgres: a key replays across
+// transports, a concurrent mix on one key makes one media buy, and another
+// principal never sees it.
+func TestPostgresSellerCrossTransport(t *testing.T) {
+	t.Parallel()
+	sellertest.CrossTransport(t, sellertest.EnvFor(t, newSeller(t, newSchema(t))))
 }
 
 // buildSeller compiles cmd/adcp-seller once per test binary.

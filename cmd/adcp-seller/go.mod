@@ -23,7 +23,13 @@ require (
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
 )
 
-require github.com/a2aproject/a2a-go v0.3.3 // indirect
+require (
+	github.com/a2aproject/a2a-go v0.3.3
+	golang.org/x/net v0.62.0 // indirect
+	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20261110000943-09e21b237f2c // indirect
+	google.golang.org/grpc v1.85.0 // indirect
+)
 
 require (
 	github.com/adcp-go/idempotency/adcpa2a v0.0.0-00010101000000-000000000000

@@ -2,6 +2,7 @@ package seller_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,12 +26,23 @@ func newSeller(t *testing.T, cfg *idem.Config) *seller.Seller {
 	return s
 }
 
-// The seller in memory mode, over real MCP: the 3.0.6 storyboard's
-// scenarios and the AdCP 3.2 ones.
+// The seller in memory mode, over real MCP and over real A2A: the 3.0.6
+// storyboard's scenarios and the AdCP 3.2 ones.
 func TestMemorySeller(t *testing.T) {
 	env := sellertest.EnvFor(t, newSeller(t, &idem.Config{Limiter: idem.Unlimited}))
 	sellertest.Run(t, env)
 	sellertest.Run32(t, env)
+	t.Run("A2A", func(t *testing.T) {
+		sellertest.Run(t, env.OverA2A())
+		sellertest.Run32(t, env.OverA2A())
+	})
+}
+
+// One store behind MCP and A2A, in memory: a key replays across
+// transports, a concurrent mix on one key makes one media buy, and another
+// principal never sees it.
+func TestMemorySellerCrossTransport(t *testing.T) {
+	sellertest.CrossTransport(t, sellertest.EnvFor(t, newSeller(t, &idem.Config{Limiter: idem.Unlimited})))
 }
 
 // The 3.2 idempotency storyboard's rate_limit_replay_invariant phase.
@@ -38,5 +50,7 @@ func TestMemorySellerRateLimitNotReplayed(t *testing.T) {
 	s := newSeller(t, &idem.Config{Limiter: idem.NewLimiter(idem.Limits{
 		Writes: idem.Rate{PerSecond: 1, Burst: 1}, Reads: idem.Rate{PerSecond: 100, Burst: 100},
 	})})
-	sellertest.RateLimitNotReplayed(t, sellertest.Start(t, s))
+	url := sellertest.Start(t, s)
+	sellertest.RateLimitNotReplayed(t, url)
+	t.Run("A2A", func(t *testing.T) { sellertest.RateLimitNotReplayed(t, strings.TrimSuffix(url, "/mcp")+"/a2a") })
 }

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/mcp"
-
 	"github.com/adcp-go/idempotency/httpsig"
 )
 
@@ -67,7 +65,7 @@ func correlation(t *testing.T, a Answer) any {
 // legacy fields; 3.2 answers serve adcp_version; a 3.2 create puts the
 // media buy's status in media_buy_status.
 func envelope32(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	for _, args := range []map[string]any{{}, {"adcp_version": "3.2"}, {"adcp_major_version": 3}} {
 		args["context"] = map[string]any{"correlation_id": "env"}
 		a := Call(t, cs, "get_adcp_capabilities", args)
@@ -99,7 +97,7 @@ func envelope32(t *testing.T, env Env) {
 // separate. get_products refuses a webhook registration and sends
 // nothing.
 func async32(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	before := env.Count(Principal)
 	key := newKey("async")
 	path := "/hooks/" + key
@@ -139,7 +137,7 @@ func async32(t *testing.T, env Env) {
 		t.Fatalf("get_media_buys of the task's media buy: %s", buys.Raw)
 	}
 	// Not the caller's task: answered as if it did not exist.
-	other := Call(t, Connect(t, env.URL, Token2), "get_task_status", map[string]any{"task_id": task})
+	other := Call(t, Dial(t, env.URL, Token2), "get_task_status", map[string]any{"task_id": task})
 	if other.ErrorObject(t)["code"] != "REFERENCE_NOT_FOUND" {
 		t.Fatalf("another principal's get_task_status: %s", other.Raw)
 	}
@@ -173,7 +171,7 @@ func async32(t *testing.T, env Env) {
 // a request-signing key, and every webhook delivered verifies against it
 // under the AdCP webhook profile.
 func signatures(t *testing.T, env Env) {
-	base := strings.TrimSuffix(env.URL, "/mcp")
+	base := baseURL(env.URL)
 	resp, err := http.Get(base + httpsig.WellKnownJWKSPath)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +190,7 @@ func signatures(t *testing.T, env Env) {
 	}
 	key := newKey("signed")
 	path := "/hooks/" + key
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	Call(t, cs, "create_media_buy", Create32Args(key, 10, env.Receiver.URL(path), "op_signed", "s"))
 	env.Receiver.WaitFor(t, path, 1)
 	v := httpsig.NewVerifier(httpsig.ProfileWebhook, jwks)
@@ -208,7 +206,7 @@ func signatures(t *testing.T, env Env) {
 	}
 }
 
-func controllerCall(t *testing.T, cs *mcp.ClientSession, scenario string, params map[string]any) map[string]any {
+func controllerCall(t *testing.T, cs Client, scenario string, params map[string]any) map[string]any {
 	t.Helper()
 	a := Call(t, cs, "comply_test_controller", map[string]any{"scenario": scenario, "params": params})
 	if a.IsError {
@@ -222,12 +220,12 @@ func controllerCall(t *testing.T, cs *mcp.ClientSession, scenario string, params
 // forced arm makes the next create submitted with the chosen task id, and
 // force_task_completion completes it once.
 func controller(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	list := controllerCall(t, cs, "list_scenarios", nil)
 	if sc, _ := list["scenarios"].([]any); list["success"] != true || !slices.Contains(sc, any("seed_product")) {
 		t.Fatalf("list_scenarios: %v", list)
 	}
-	if r := controllerCall(t, Connect(t, env.URL, Token2), "list_scenarios", nil); r["success"] != false || r["error"] != "FORBIDDEN" {
+	if r := controllerCall(t, Dial(t, env.URL, Token2), "list_scenarios", nil); r["success"] != false || r["error"] != "FORBIDDEN" {
 		t.Fatalf("a non-sandbox principal got the controller: %v", r)
 	}
 	product := "seeded-" + newKey("p")[:24]
@@ -284,7 +282,7 @@ func controller(t *testing.T, env Env) {
 	if next := Call(t, cs, "create_media_buy", Create32Args(newKey("after-forced"), 10, "", "", "n")); next.Body["status"] != "completed" {
 		t.Fatalf("the create after the forced one: %s (the arm applies once)", next.Raw)
 	}
-	done := controllerCall(t, cs, "force_task_completion", map[string]any{"task_id": task, "result": map[string]any{"media_buy_id": "mb_forced_" + task[7:15], "packages": []any{}}})
+	done := controllerCall(t, cs, "force_task_completion", map[string]any{"task_id": task, "result": map[string]any{"media_buy_id": "mb_forced_" + task[len("forced_"):], "packages": []any{}}})
 	if done["success"] != true || done["current_state"] != "completed" {
 		t.Fatalf("force_task_completion: %v", done)
 	}
@@ -293,7 +291,7 @@ func controller(t *testing.T, env Env) {
 		t.Fatalf("completing a completed task: %v", again)
 	}
 	st := Call(t, cs, "get_task_status", map[string]any{"task_id": task, "include_result": true})
-	if st.Body["status"] != "completed" || st.Body["result"].(map[string]any)["media_buy_id"] != "mb_forced_"+task[7:15] {
+	if st.Body["status"] != "completed" || st.Body["result"].(map[string]any)["media_buy_id"] != "mb_forced_"+task[len("forced_"):] {
 		t.Fatalf("the forced task: %s", st.Raw)
 	}
 	if got := env.Count(Principal) - before; got != 2 {
@@ -304,7 +302,7 @@ func controller(t *testing.T, env Env) {
 // validation: bad input gets a clear AdCP error, stores nothing, and
 // leaves the key free for the corrected request.
 func validation(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	before := env.Count(Principal)
 	key := newKey("invalid")
 	for name, tc := range map[string]struct {
@@ -361,7 +359,7 @@ func validation(t *testing.T, env Env) {
 // same revision and applies nothing twice), refuses a stale revision, and
 // cannot reach another principal's buy.
 func update(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	created := Call(t, cs, "create_media_buy", Create32Args(newKey("to-update"), 100, "", "", "u"))
 	id, _ := created.Body["media_buy_id"].(string)
 	pkgID := created.Body["packages"].([]any)[0].(map[string]any)["package_id"]
@@ -385,7 +383,7 @@ func update(t *testing.T, env Env) {
 	if b["revision"] != 2.0 || b["total_budget"] != 250.0 {
 		t.Fatalf("after one update and its replay: %v, want revision 2 and budget 250", b)
 	}
-	other := Call(t, Connect(t, env.URL, Token2), "update_media_buy", map[string]any{"idempotency_key": newKey("other"), "media_buy_id": id, "paused": true})
+	other := Call(t, Dial(t, env.URL, Token2), "update_media_buy", map[string]any{"idempotency_key": newKey("other"), "media_buy_id": id, "paused": true})
 	if other.ErrorObject(t)["code"] != "MEDIA_BUY_NOT_FOUND" {
 		t.Fatalf("another principal's update: %s", other.Raw)
 	}
@@ -398,7 +396,7 @@ func update(t *testing.T, env Env) {
 // readReplay: a read that carries an idempotency_key is answered once and
 // replayed; without a key it simply runs.
 func readReplay(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	for _, tool := range []string{"get_products", "list_creative_formats", "list_accounts", "list_creatives", "get_media_buys", "get_adcp_capabilities"} {
 		key := newKey("read-" + tool)
 		a := Call(t, cs, tool, map[string]any{"idempotency_key": key, "adcp_version": "3.2"})
@@ -426,7 +424,7 @@ func readReplay(t *testing.T, env Env) {
 // principal, so the same reuse is IDEMPOTENCY_CONFLICT (as the 3.0.6
 // storyboard expects).
 func accountScope(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	key := newKey("scope")
 	a := Call(t, cs, "create_media_buy", Create32Args(key, 10, "", "", "a"))
 	other := Create32Args(key, 20, "", "", "b")
@@ -444,8 +442,13 @@ func accountScope(t *testing.T, env Env) {
 	}
 }
 
-// toolSchemas: tools/list publishes real input schemas.
+// toolSchemas: tools/list publishes real input schemas; over A2A, the
+// agent card lists the same tools as skills.
 func toolSchemas(t *testing.T, env Env) {
+	if IsA2A(env.URL) {
+		cardSkills(t, env)
+		return
+	}
 	cs := Connect(t, env.URL, Token)
 	res, err := cs.ListTools(context.Background(), nil)
 	if err != nil {
@@ -483,13 +486,14 @@ func toolSchemas(t *testing.T, env Env) {
 }
 
 // RateLimitNotReplayed is the 3.2 idempotency storyboard's
-// rate_limit_replay_invariant phase, which the 6.11 runner cannot drive:
+// rate_limit_replay_invariant phase, which the 6.11 runner cannot drive
+// (url is an MCP or an A2A endpoint, see Dial):
 // against a seller whose write budget is one new key per second (burst
 // 1), a burst of fresh keys trips RATE_LIMITED with retry_after; after
 // that wait, the rate-limited key gets the real answer, never the cached
 // RATE_LIMITED.
 func RateLimitNotReplayed(t *testing.T, url string) {
-	cs := Connect(t, url, Token)
+	cs := Dial(t, url, Token)
 	var limitedKey string
 	var retryAfter float64
 	for i := range 20 {

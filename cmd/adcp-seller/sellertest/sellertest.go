@@ -1,7 +1,9 @@
 // Package sellertest drives the reference seller over real MCP (the Go SDK's
-// streamable HTTP client) through the idempotency storyboard's scenarios and
-// more. The memory-mode tests (package seller) and the Postgres-mode tests
-// (the integration module) run the same scenarios.
+// streamable HTTP client) or real A2A (the a2a-go client, a2a.go) through
+// the idempotency storyboard's scenarios and more. The memory-mode tests
+// (package seller) and the Postgres-mode tests (the integration module) run
+// the same scenarios, over each transport, and the cross-transport ones
+// (crosstransport.go).
 package sellertest
 
 import (
@@ -157,7 +159,7 @@ type Answer struct {
 
 // Call calls tool with args and decodes the answer, failing the test on a
 // protocol error.
-func Call(t testing.TB, cs *mcp.ClientSession, tool string, args map[string]any) Answer {
+func Call(t testing.TB, cs Client, tool string, args map[string]any) Answer {
 	t.Helper()
 	a, err := TryCall(cs, tool, args)
 	if err != nil {
@@ -167,7 +169,7 @@ func Call(t testing.TB, cs *mcp.ClientSession, tool string, args map[string]any)
 }
 
 // TryCall is Call for goroutines: it returns the error instead.
-func TryCall(cs *mcp.ClientSession, tool string, args map[string]any) (Answer, error) {
+func TryCall(cs Client, tool string, args map[string]any) (Answer, error) {
 	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: tool, Arguments: args})
 	if err != nil {
 		return Answer{}, fmt.Errorf("%s: protocol error %v (AdCP errors must be tool results)", tool, err)
@@ -220,6 +222,8 @@ var eventKey = regexp.MustCompile(`^[A-Za-z0-9_.:-]{16,255}$`)
 
 // Env is what the scenarios need besides the seller's URL.
 type Env struct {
+	// URL is the seller's MCP endpoint (…/mcp), or its A2A endpoint
+	// (…/a2a) to run the scenarios over A2A (see OverA2A).
 	URL      string
 	Receiver *Receiver
 	// Count returns how many media buys principal has.
@@ -230,16 +234,27 @@ func newKey(prefix string) string {
 	return fmt.Sprintf("%s-%d-0123456789", prefix, time.Now().UnixNano())
 }
 
+// OverA2A is env with the seller's A2A endpoint in place of its MCP one:
+// the scenarios then run over A2A.
+func (e Env) OverA2A() Env {
+	e.URL = baseURL(e.URL) + "/a2a"
+	return e
+}
+
 // Run runs every scenario against env.
 func Run(t *testing.T, env Env) {
 	t.Run("Storyboard", func(t *testing.T) { storyboard(t, env) })
-	t.Run("BareJSONToolsCall", func(t *testing.T) { bareJSONCall(t, env) })
+	if IsA2A(env.URL) {
+		t.Run("BareMessageSend", func(t *testing.T) { bareMessageSend(t, env) })
+	} else {
+		t.Run("BareJSONToolsCall", func(t *testing.T) { bareJSONCall(t, env) })
+	}
 	t.Run("ConcurrentSameKey", func(t *testing.T) { concurrentSameKey(t, env) })
 	t.Run("PrincipalIsolation", func(t *testing.T) { isolation(t, env) })
 }
 
 func storyboard(t *testing.T, env Env) {
-	cs := Connect(t, env.URL, Token)
+	cs := Dial(t, env.URL, Token)
 	before := env.Count(Principal)
 
 	capa := Call(t, cs, "get_adcp_capabilities", map[string]any{"context": map[string]any{"correlation_id": "caps"}})
@@ -389,14 +404,14 @@ func concurrentSameKey(t *testing.T, env Env) {
 }
 
 // CreateConcurrently sends n create_media_buy calls with one key at once,
-// spread over the sellers at urls, and fails the test unless every caller
+// spread over the sellers at urls (MCP or A2A endpoints, see Dial), and fails the test unless every caller
 // got the same media buy. It returns that media buy's id.
 func CreateConcurrently(t *testing.T, urls []string, key string, n int) any {
 	t.Helper()
 	ids := make([]any, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		cs := Connect(t, urls[i%len(urls)], Token)
+		cs := Dial(t, urls[i%len(urls)], Token)
 		wg.Go(func() {
 			a, err := TryCall(cs, "create_media_buy", CreateArgs(key, 5000, "", fmt.Sprint("c", i)))
 			if err != nil || a.IsError {
@@ -432,12 +447,12 @@ func EnvFor(t *testing.T, s *seller.Seller) Env {
 
 func isolation(t *testing.T, env Env) {
 	key := newKey("shared")
-	a := Call(t, Connect(t, env.URL, Token), "create_media_buy", CreateArgs(key, 5000, "", "a"))
-	b := Call(t, Connect(t, env.URL, Token2), "create_media_buy", CreateArgs(key, 7000, "", "b"))
+	a := Call(t, Dial(t, env.URL, Token), "create_media_buy", CreateArgs(key, 5000, "", "a"))
+	b := Call(t, Dial(t, env.URL, Token2), "create_media_buy", CreateArgs(key, 7000, "", "b"))
 	if a.IsError || b.IsError || a.Body["media_buy_id"] == b.Body["media_buy_id"] || b.Body["replayed"] == true {
 		t.Fatalf("two principals, one key: %s / %s; want two fresh media buys", a.Raw, b.Raw)
 	}
-	list := Call(t, Connect(t, env.URL, Token2), "get_media_buys", map[string]any{"media_buy_ids": []any{a.Body["media_buy_id"]}})
+	list := Call(t, Dial(t, env.URL, Token2), "get_media_buys", map[string]any{"media_buy_ids": []any{a.Body["media_buy_id"]}})
 	if buys, _ := list.Body["media_buys"].([]any); len(buys) != 0 {
 		t.Fatalf("%s sees %s's media buy: %s", OtherPrincipal, Principal, list.Raw)
 	}
