@@ -16,7 +16,9 @@ import (
 // format gets the standard formats' agent (media_buy_seller's fixtures);
 // force_create_media_buy_arm echoes the directive it registered
 // (create_media_buy_async); force_creative_status validates its params and
-// finds no creative in this seller's empty library (deterministic_testing).
+// finds no creative in this seller's empty library (deterministic_testing);
+// a paused buy resumes to active, the lifecycle's only edge back
+// (media_buy_state_machine).
 func assessment(t *testing.T, env Env) {
 	for _, tc := range []struct {
 		name, token, want string
@@ -76,5 +78,17 @@ func assessment(t *testing.T, env Env) {
 	}
 	if r := controllerCall(t, cs, "force_creative_status", map[string]any{"creative_id": "no-such-creative", "status": "approved"}); r["success"] != false || r["error"] != "NOT_FOUND" {
 		t.Fatalf("force_creative_status of an unknown creative: %v", r)
+	}
+
+	created := Call(t, cs, "create_media_buy", Create32Args(newKey("to-pause"), 100, "", "", "p"))
+	id, _ := created.Body["media_buy_id"].(string)
+	for _, step := range []struct {
+		paused bool
+		want   string
+	}{{true, "paused"}, {false, "active"}} {
+		a := Call(t, cs, "update_media_buy", map[string]any{"adcp_version": "3.2", "idempotency_key": newKey("pause"), "media_buy_id": id, "paused": step.paused})
+		if a.IsError || a.Body["media_buy_status"] != step.want {
+			t.Fatalf("update_media_buy paused=%v: %s, want media_buy_status %s", step.paused, a.Raw, step.want)
+		}
 	}
 }
