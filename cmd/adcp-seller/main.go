@@ -31,6 +31,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/adcp-go/idempotency/cmd/adcp-seller/seller"
 	"github.com/adcp-go/idempotency/httpsig"
@@ -96,6 +97,19 @@ func run() error {
 		if cfg.RequestSigning, err = seller.ConformanceSigning(); err != nil {
 			return err
 		}
+		if !o.conformanceClock.IsZero() {
+			// The runner signs with its own (shifted) clock; the verifier
+			// keeps the same offset from the real one.
+			offset := time.Until(o.conformanceClock)
+			now := func() time.Time { return time.Now().Add(offset) }
+			cfg.RequestSigning.Now = now
+			if m, ok := cfg.RequestSigning.Nonces.(*httpsig.MemoryNonceStore); ok {
+				m.Now = now // nonces live until their signature's expires
+			}
+		}
+	}
+	if !o.conformanceClock.IsZero() && !o.conformanceKeys {
+		return errors.New("-conformance-clock requires -trust-conformance-keys: it is the clock of the conformance runner's signatures")
 	}
 	switch {
 	case o.rate > 0:

@@ -20,6 +20,7 @@ type options struct {
 	sandbox           string
 	dev               bool
 	conformanceKeys   bool
+	conformanceClock  time.Time
 	taskDelay         time.Duration
 	ttl               time.Duration
 	rate              float64
@@ -115,6 +116,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (optio
 	fs.StringVar(&o.sandbox, "sandbox", "", "principals that may use comply_test_controller, comma-separated (env ADCP_SELLER_SANDBOX); -dev makes every principal a sandbox one")
 	fs.DurationVar(&o.taskDelay, "task-delay", 2*time.Second, "how long a submitted create_media_buy takes to complete")
 	fs.BoolVar(&o.conformanceKeys, "trust-conformance-keys", false, "sandbox only, requires -dev: trust the AdCP conformance runner's PUBLIC test keys (their private halves are published with the spec) as signer \"adcp-conformance-runner\" and serve the signature grading endpoint under /mcp/adcp/; never in production")
+	fs.TextVar(&o.conformanceClock, "conformance-clock", time.Time{}, "sandbox only, requires -trust-conformance-keys: the signature verifier's clock starts at this `RFC3339 time` and ticks from there, for a conformance runner run on a shifted clock (make assessment runs it at 2026-04-15, see docs/COMPLIANCE.md); the rest of the seller keeps the real clock")
 	fs.Float64Var(&o.rate, "insert-rate", 60, "new write keys per second per principal and account (bursts of 5x; reads get 5x the rate); 0 disables the limit")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "at SIGINT or SIGTERM, how long requests in flight may take to finish before their connections are closed")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format on stderr: text or json")

@@ -60,7 +60,7 @@ func (s *Seller) newA2A(maxBody int64) (*a2aEndpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seller: A2A: %w", err)
 	}
-	e.rpc = s.signing.verifyA2A(h)
+	e.rpc = bearerChallenge(s.signing.verifyA2A(h))
 	e.card = h
 	if s.cfg.PublicURL == "" {
 		e.card = cardFromHost(agent, e.skills)

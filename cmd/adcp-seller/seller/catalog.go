@@ -98,6 +98,15 @@ func (c *catalog) putProduct(id string, fields map[string]any) {
 	p := defaultProduct(id)
 	maps.Copy(p, fields)
 	p["product_id"] = id
+	// A format id names the agent that defines the format; fixtures often
+	// give only the id of a standard format, which is formatAgent's.
+	for _, f := range asSlice(p["format_ids"]) {
+		if m, ok := f.(map[string]any); ok {
+			if _, set := m["agent_url"]; !set {
+				m["agent_url"] = formatAgent
+			}
+		}
+	}
 	if _, ok := c.products[id]; !ok {
 		c.order = append(c.order, id)
 	}

@@ -23,6 +23,7 @@ var controllerScenarios = []string{
 	"seed_product",
 	"seed_pricing_option",
 	"seed_creative_format",
+	"force_creative_status",
 }
 
 // controller keeps what force_create_media_buy_arm arms: the arm the next
@@ -59,8 +60,15 @@ type controllerResult struct {
 	Message       string   `json:"message,omitempty"`
 	PreviousState string   `json:"previous_state,omitempty"`
 	CurrentState  string   `json:"current_state,omitempty"`
+	Forced        *forced  `json:"forced,omitempty"`
 	Error         string   `json:"error,omitempty"`
 	ErrorDetail   string   `json:"error_detail,omitempty"`
+}
+
+// forced echoes the directive force_create_media_buy_arm registered.
+type forced struct {
+	Arm    string `json:"arm"`
+	TaskID string `json:"task_id,omitempty"`
 }
 
 func refused(code, detail string) controllerResult {
@@ -81,6 +89,8 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		PricingOptionID string          `json:"pricing_option_id"`
 		FormatID        string          `json:"format_id"`
 		TaskID          string          `json:"task_id"`
+		CreativeID      string          `json:"creative_id"`
+		Status          string          `json:"status"`
 		Arm             string          `json:"arm"`
 		Fixture         json.RawMessage `json:"fixture"`
 		Result          json.RawMessage `json:"result"`
@@ -135,7 +145,16 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 			return refused("INVALID_PARAMS", "force_create_media_buy_arm with arm 'submitted' requires params.task_id (1 to 255 of A-Za-z0-9_.:-)"), nil
 		}
 		s.controller.arm(c.Principal, forcedArm{taskID: p.TaskID})
-		return controllerResult{Success: true, Message: "the next create_media_buy answers submitted with this task_id"}, nil
+		return controllerResult{Success: true, Message: "the next create_media_buy answers submitted with this task_id",
+			Forced: &forced{Arm: p.Arm, TaskID: p.TaskID}}, nil
+	case "force_creative_status":
+		// This seller takes no creatives (it has no sync_creatives), so its
+		// creative library is empty: a well-formed request names a
+		// creative that does not exist.
+		if p.CreativeID == "" || p.Status == "" {
+			return refused("INVALID_PARAMS", "force_creative_status requires params.creative_id and params.status"), nil
+		}
+		return refused("NOT_FOUND", "no creative with this creative_id: this seller's creative library is empty (it takes no creatives)"), nil
 	case "force_task_completion":
 		var result map[string]any
 		switch {

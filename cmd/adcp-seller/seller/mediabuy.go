@@ -353,7 +353,10 @@ func (s *Seller) updateMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	case req.Paused != nil && *req.Paused:
 		b.Status = "paused"
 	case req.Paused != nil && b.Status == "paused":
-		b.Status = "pending_creatives" // no creatives are ever assigned in this sandbox
+		// The media buy lifecycle has no edge from paused back to
+		// pending_creatives: a resumed buy is active (AdCP's
+		// media-buy-status enum: paused -> active, canceled, completed).
+		b.Status = "active"
 	}
 	b.Revision++
 	if err := w.putBuy(ctx, b, false); err != nil {

@@ -202,7 +202,7 @@ func New(ctx context.Context, cfg Config) (*Seller, error) {
 		return &auth.TokenInfo{UserID: p, Expiration: time.Now().Add(time.Hour)}, nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable)))))
+	mux.Handle("/mcp", s.signing.verifyMCP(adcpAuthHeader(bearerChallenge(auth.RequireBearerToken(s.signing.signerOr(verify), nil)(adcpmcp.AcceptJSON(streamable))))))
 	a2a, err := s.newA2A(int64(maxPayload) + 64<<10)
 	if err != nil {
 		return nil, err
@@ -268,3 +268,38 @@ func adcpAuthHeader(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// bearerChallenge adds the RFC 6750 section 3 challenge to the bearer
+// layer's 401: WWW-Authenticate: Bearer realm="adcp", with
+// error="invalid_token" when a token was presented and refused. The MCP
+// SDK's bearer middleware sends one only when it is given OAuth resource
+// metadata, which this seller (static API keys, no OAuth issuer) has not.
+func bearerChallenge(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		challenge := `Bearer realm="adcp"`
+		if r.Header.Get("Authorization") != "" {
+			challenge += `, error="invalid_token"`
+		}
+		next.ServeHTTP(&challengeWriter{ResponseWriter: w, challenge: challenge}, r)
+	})
+}
+
+// challengeWriter sets WWW-Authenticate on a 401 that has none, or only
+// a bare "Bearer" (the A2A handler's).
+type challengeWriter struct {
+	http.ResponseWriter
+	challenge string
+}
+
+func (c *challengeWriter) WriteHeader(status int) {
+	if h := c.Header().Get("WWW-Authenticate"); status == http.StatusUnauthorized && (h == "" || h == "Bearer") {
+		c.Header().Set("WWW-Authenticate", c.challenge)
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+// Unwrap lets http.ResponseController reach the writer underneath.
+func (c *challengeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// Flush implements http.Flusher for handlers that assert it.
+func (c *challengeWriter) Flush() { _ = http.NewResponseController(c.ResponseWriter).Flush() }
