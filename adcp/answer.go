@@ -127,8 +127,19 @@ func ErrorAnswer(opts *Options, v Version, reqContext json.RawMessage, err error
 	if len(reqContext) > 0 {
 		body["context"] = reqContext
 	}
-	out, _ := json.Marshal(body)
-	return Answer{Body: out, IsError: true}
+	return Answer{Body: marshalVerbatim(body), IsError: true}
+}
+
+// marshalVerbatim encodes v without encoding/json's HTML escaping, so that
+// the request's context is echoed byte for byte as SuccessAnswer echoes it
+// (json.Marshal would turn a "&" the buyer sent into "\u0026"). v is a
+// map of strings, RawMessages and wire errors: it always encodes.
+func marshalVerbatim(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // HTTPStatus is the HTTP status for an AdCP error code, for transports that
