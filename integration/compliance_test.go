@@ -229,31 +229,42 @@ func overlay3_2(t *testing.T) string {
 }
 
 // TestComplianceStoryboard runs, against the seller command in memory and
-// on Postgres: the runner's bundled AdCP 3.0.6 idempotency and
-// webhook_emission storyboards, and the AdCP 3.2 idempotency,
-// v3_envelope_integrity and webhook_emission storyboards. Every step must
-// pass, but for the documented runner limitations.
+// on Postgres, over MCP and over A2A: the runner's bundled AdCP 3.0.6
+// idempotency and webhook_emission storyboards, and the AdCP 3.2
+// idempotency, v3_envelope_integrity and webhook_emission storyboards.
+// Every step must pass, but for the documented runner limitations. The
+// four combinations run at once, each against a seller process of its own
+// (the runner mostly waits for webhook windows).
 func TestComplianceStoryboard(t *testing.T) {
-	overlay := overlay3_2(t)
 	for _, mode := range []string{"memory", "postgres"} {
-		t.Run(mode, func(t *testing.T) {
-			args := []string{"-tokens", "compliance=" + sellertest.Token, "-dev"}
-			if mode == "postgres" {
-				args = append(args, "-database-url", newSchema(t).Config().ConnString())
-			}
-			_, url := sellerProcess(t, args...)
-			for _, run := range []struct{ label, id, dir string }{
-				{"3.0.6 idempotency", "idempotency", ""},
-				{"3.0.6 webhook_emission", "webhook_emission", ""},
-				{"3.2 idempotency", "idempotency", overlay},
-				{"3.2 v3_envelope_integrity", "v3_envelope_integrity", overlay},
-				{"3.2 webhook_emission", "webhook_emission", overlay},
-			} {
-				start := time.Now()
-				grade(t, mode+" "+run.label, runStoryboard(t, url, "mcp", run.id, run.dir))
-				t.Logf("%s %s took %v", mode, run.label, time.Since(start).Round(time.Second))
-			}
-		})
+		for _, protocol := range []string{"mcp", "a2a"} {
+			t.Run(mode+"/"+protocol, func(t *testing.T) {
+				t.Parallel()
+				overlay := overlay3_2(t)
+				args := []string{"-tokens", "compliance=" + sellertest.Token, "-dev"}
+				if mode == "postgres" {
+					args = append(args, "-database-url", newSchema(t).Config().ConnString())
+				}
+				_, url := sellerProcess(t, args...)
+				if protocol == "a2a" {
+					// The runner finds the agent card under the A2A endpoint
+					// and sends JSON-RPC to the URL the card names.
+					url = strings.TrimSuffix(url, "/mcp") + "/a2a"
+				}
+				for _, run := range []struct{ label, id, dir string }{
+					{"3.0.6 idempotency", "idempotency", ""},
+					{"3.0.6 webhook_emission", "webhook_emission", ""},
+					{"3.2 idempotency", "idempotency", overlay},
+					{"3.2 v3_envelope_integrity", "v3_envelope_integrity", overlay},
+					{"3.2 webhook_emission", "webhook_emission", overlay},
+				} {
+					start := time.Now()
+					label := mode + " " + protocol + " " + run.label
+					grade(t, label, runStoryboard(t, url, protocol, run.id, run.dir))
+					t.Logf("%s took %v", label, time.Since(start).Round(time.Second))
+				}
+			})
+		}
 	}
 }
 

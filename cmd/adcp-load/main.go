@@ -21,10 +21,13 @@
 // error, a JSON-RPC error, an AdCP error, a wrong answer) counts as an error
 // and is reported, latency included.
 //
-// For each concurrency, then each transport, then each mode, it runs a
-// warm-up of fresh calls (-warmup, not reported) and the measured phase,
-// and prints one line: requests per second, p50 and p99 in milliseconds,
-// requests and errors (-json prints the rows as JSON). The seller's rate
+// For each concurrency, -rounds times, for each transport, then each mode,
+// it runs a warm-up of fresh calls (-warmup, not reported) and the measured
+// phase, and prints one line: requests per second, p50 and p99 in
+// milliseconds, requests and errors (-json prints the rows as JSON). With
+// several rounds the transports alternate in time, so that a machine
+// shared with other work slows both alike, and a last table gives each
+// figure's median over the rounds. The seller's rate
 // limit on new keys must be off or above the load (the reference seller:
 // -insert-rate 0), or fresh calls count RATE_LIMITED answers as errors.
 //
@@ -76,6 +79,7 @@ type config struct {
 	transports, modes  []string
 	concurrency        []int
 	duration, warmup   time.Duration
+	rounds             int
 	timeout            time.Duration
 	argsFile           string
 	jsonOut, allowWide bool
@@ -94,6 +98,7 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&modes, "mode", "fresh,replay", "modes to measure, comma-separated: fresh (a new key per call), replay (one primed key per client)")
 	fs.StringVar(&conc, "concurrency", "2", "numbers of clients, comma-separated (each a run of its own)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "measured time per phase (at most 5m)")
+	fs.IntVar(&c.rounds, "rounds", 1, "how many times to measure each phase, alternating the transports (1 to 20)")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "unreported fresh calls before each phase (0: none)")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "bound on one call")
 	fs.StringVar(&c.argsFile, "args-file", "", "a JSON object to send as create_media_buy's arguments (idempotency_key and context are set per call); default: a sandbox request for test-product")
@@ -127,6 +132,9 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 		}
 		c.concurrency = append(c.concurrency, n)
 	}
+	if c.rounds < 1 || c.rounds > 20 {
+		return nil, fmt.Errorf("-rounds %d: want 1 to 20", c.rounds)
+	}
 	if c.duration <= 0 || c.duration > maxDuration || c.warmup < 0 || c.warmup > maxDuration || c.timeout <= 0 {
 		return nil, fmt.Errorf("-duration and -warmup: at most %v each, -duration and -timeout positive", maxDuration)
 	}
@@ -156,6 +164,7 @@ func loopback(host string) bool {
 // result is one measured phase.
 type result struct {
 	Transport   string  `json:"transport"`
+	Round       int     `json:"round"`
 	Mode        string  `json:"mode"`
 	Concurrency int     `json:"concurrency"`
 	DurationS   float64 `json:"duration_s"`
@@ -193,36 +202,47 @@ func run(args []string, stdout, stderr io.Writer) error {
 	ctx := context.Background()
 	var results []result
 	for _, n := range c.concurrency {
-		for _, tr := range c.transports {
-			clients := make([]*client, n)
-			for i := range clients {
-				clients[i] = newClient(c, tr, i, base)
-			}
-			for _, mode := range c.modes {
-				if c.warmup > 0 {
-					phase(ctx, clients, "fresh", c.warmup)
+		for round := 1; round <= c.rounds; round++ {
+			for _, tr := range c.transports {
+				clients := make([]*client, n)
+				for i := range clients {
+					clients[i] = newClient(c, tr, i, base)
 				}
-				r := phase(ctx, clients, mode, c.duration)
-				r.Transport = tr
-				results = append(results, r)
-				if !c.jsonOut {
-					line := fmt.Sprintf("%-4s c=%-3d %-6s %9.1f req/s   p50 %6.2f ms   p99 %6.2f ms   (n=%d, errors=%d, max %.1f ms)",
-						r.Transport, r.Concurrency, r.Mode, r.RPS, r.P50ms, r.P99ms, r.Requests, r.Errors, r.MaxMs)
-					fmt.Fprintln(stdout, line)
-					if r.FirstError != "" {
-						fmt.Fprintln(stdout, "     first error:", r.FirstError)
+				for _, mode := range c.modes {
+					if c.warmup > 0 {
+						phase(ctx, clients, "fresh", c.warmup)
+					}
+					r := phase(ctx, clients, mode, c.duration)
+					r.Transport, r.Round = tr, round
+					results = append(results, r)
+					if !c.jsonOut {
+						line := fmt.Sprintf("%-4s c=%-3d %-6s round %-2d %9.1f req/s   p50 %6.2f ms   p99 %6.2f ms   (n=%d, errors=%d, max %.1f ms)",
+							r.Transport, r.Concurrency, r.Mode, r.Round, r.RPS, r.P50ms, r.P99ms, r.Requests, r.Errors, r.MaxMs)
+						fmt.Fprintln(stdout, line)
+						if r.FirstError != "" {
+							fmt.Fprintln(stdout, "     first error:", r.FirstError)
+						}
 					}
 				}
-			}
-			for _, cl := range clients {
-				cl.http.CloseIdleConnections()
+				for _, cl := range clients {
+					cl.http.CloseIdleConnections()
+				}
 			}
 		}
 	}
+	summary := medians(results)
 	if c.jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"url": c.base.String(), "at": time.Now().UTC().Format(time.RFC3339), "results": results})
+		return enc.Encode(map[string]any{"url": c.base.String(), "at": time.Now().UTC().Format(time.RFC3339), "rounds": c.rounds,
+			"results": results, "medians": summary})
+	}
+	if c.rounds > 1 {
+		fmt.Fprintf(stdout, "medians over %d rounds:\n", c.rounds)
+		for _, m := range summary {
+			fmt.Fprintf(stdout, "%-4s c=%-3d %-6s %9.1f req/s   p50 %6.2f ms   p99 %6.2f ms   (errors=%d)\n",
+				m.Transport, m.Concurrency, m.Mode, m.RPS, m.P50ms, m.P99ms, m.Errors)
+		}
 	}
 	for _, r := range results {
 		if r.Errors > 0 {
@@ -240,6 +260,49 @@ func countErrors(rs []result) int {
 		}
 	}
 	return n
+}
+
+// medians is, per transport, concurrency and mode (in the order first
+// measured), the median over the rounds of req/s, p50 and p99, each taken
+// on its own, and the sum of the errors.
+func medians(rs []result) []result {
+	type k struct {
+		tr, mode string
+		c        int
+	}
+	var order []k
+	groups := map[k][]result{}
+	for _, r := range rs {
+		key := k{r.Transport, r.Mode, r.Concurrency}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], r)
+	}
+	med := func(g []result, f func(result) float64) float64 {
+		v := make([]float64, len(g))
+		for i, r := range g {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := make([]result, 0, len(order))
+	for _, key := range order {
+		g := groups[key]
+		m := result{Transport: key.tr, Mode: key.mode, Concurrency: key.c,
+			RPS: med(g, func(r result) float64 { return r.RPS }), P50ms: med(g, func(r result) float64 { return r.P50ms }),
+			P99ms: med(g, func(r result) float64 { return r.P99ms }), MaxMs: med(g, func(r result) float64 { return r.MaxMs })}
+		for _, r := range g {
+			m.Errors += r.Errors
+			m.Requests += r.Requests
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 // phase runs clients for d in mode and measures them.

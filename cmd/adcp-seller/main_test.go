@@ -55,7 +55,7 @@ func TestUsage(t *testing.T) {
 	}
 	text := out.String()
 	for _, want := range []string{"reference AdCP seller", "-addr", "-metrics-addr", "-database-url", "-tokens", "-dev", "-replay-ttl",
-		"-encryption-keys", "-insert-rate", "-shutdown-timeout", "-log-format", "-log-level", "Examples:"} {
+		"-encryption-keys", "-insert-rate", "-shutdown-timeout", "-log-format", "-log-level", "-public-url", "/a2a", "agent-card.json", "Examples:"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("-h lacks %q", want)
 		}
@@ -102,5 +102,33 @@ func TestLoopbackByDefault(t *testing.T) {
 	}
 	if _, err := loopbackByDefault("no-port"); err == nil {
 		t.Error("no-port: no error")
+	}
+}
+
+// The agent card's origin: -public-url as given (without a trailing
+// slash), else http:// and the listening address, loopback for a wildcard
+// host (with a warning); anything but an http(s) origin is refused.
+func TestPublicURL(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for _, c := range []struct{ flag, listening, want string }{
+		{"", "127.0.0.1:8080", "http://127.0.0.1:8080"},
+		{"", "[::1]:9000", "http://[::1]:9000"},
+		{"", "0.0.0.0:8080", "http://127.0.0.1:8080"},
+		{"", "[::]:8080", "http://127.0.0.1:8080"},
+		{"https://seller.example/", "0.0.0.0:8080", "https://seller.example"},
+		{"http://10.0.0.5:8080", "0.0.0.0:8080", "http://10.0.0.5:8080"},
+	} {
+		if got, err := publicURL(log, c.flag, c.listening); err != nil || got != c.want {
+			t.Errorf("publicURL(%q, %q) = %q, %v; want %q", c.flag, c.listening, got, err, c.want)
+		}
+	}
+	if n := strings.Count(logs.String(), "set -public-url"); n != 2 {
+		t.Errorf("%d warnings for the two wildcard addresses without -public-url, want 2: %s", n, logs.String())
+	}
+	for _, bad := range []string{"seller.example", "ftp://seller.example", "https://seller.example/a2a", "https://seller.example?x=1", "https://"} {
+		if _, err := publicURL(log, bad, "127.0.0.1:8080"); err == nil {
+			t.Errorf("-public-url %q accepted", bad)
+		}
 	}
 }

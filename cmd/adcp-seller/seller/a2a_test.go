@@ -178,3 +178,43 @@ func TestA2AAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// The agent card names Config.PublicURL + /a2a at both well-known paths;
+// without PublicURL, the Host the card was asked at (a bad Host is
+// refused); a PublicURL that is not an origin is refused by New.
+func TestA2AAgentCardURL(t *testing.T) {
+	card := func(s *seller.Seller, path, host string) (int, map[string]any) {
+		r := httptest.NewRequest(http.MethodGet, "http://seller.test"+path, nil)
+		r.Host = host
+		rec := serve(s, r)
+		var c map[string]any
+		_ = json.Unmarshal(rec.Body.Bytes(), &c)
+		return rec.Code, c
+	}
+	s, err := seller.New(context.Background(), seller.Config{Tokens: sellertest.Tokens(), Logger: quiet, PublicURL: "https://seller.example/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, path := range []string{"/.well-known/agent-card.json", "/a2a/.well-known/agent-card.json"} {
+		if code, c := card(s, path, "evil.example"); code != http.StatusOK || c["url"] != "https://seller.example/a2a" {
+			t.Fatalf("GET %s with PublicURL: %d, url %v", path, code, c["url"])
+		}
+	}
+	derived, err := seller.New(context.Background(), seller.Config{Tokens: sellertest.Tokens(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer derived.Close()
+	if code, c := card(derived, "/.well-known/agent-card.json", "127.0.0.1:8080"); code != http.StatusOK || c["url"] != "http://127.0.0.1:8080/a2a" {
+		t.Fatalf("derived card: %d, url %v", code, c["url"])
+	}
+	if code, _ := card(derived, "/.well-known/agent-card.json", "evil.example/path?x"); code != http.StatusBadRequest {
+		t.Fatalf("a Host with a path: %d, want 400", code)
+	}
+	for _, bad := range []string{"seller.example", "https://seller.example/a2a", "ftp://seller.example", "https://seller.example?x=1"} {
+		if _, err := seller.New(context.Background(), seller.Config{Tokens: sellertest.Tokens(), Logger: quiet, PublicURL: bad}); err == nil {
+			t.Errorf("PublicURL %q accepted", bad)
+		}
+	}
+}
