@@ -159,7 +159,7 @@ func TestAssessment(t *testing.T) {
 					if st.SkipReason == "" {
 						t.Errorf("%s: %s: skipped without the runner's reason", sc.Scenario, st.Step)
 					}
-					note := st.SkipReason + ": " + tail(why, 200)
+					note := st.SkipReason + ": " + head(why, 240)
 					if !slices.Contains(r.skips, note) {
 						r.skips = append(r.skips, note)
 					}
@@ -251,4 +251,11 @@ func TestAssessment(t *testing.T) {
 			}
 		}
 	}
+}
+
+func head(s string, n int) string {
+	if len(s) > n {
+		return strings.ToValidUTF8(s[:n], "") + "…"
+	}
+	return s
 }
