@@ -6,7 +6,7 @@ SQLC         := $(BIN)/sqlc-$(SQLC_VERSION)
 GO           ?= go
 SHELL        := /bin/bash
 
-.PHONY: all test unit integration vet verify generate fuzz compliance run dashboard clean
+.PHONY: all test unit integration vet verify generate fuzz compliance assessment run dashboard clean
 
 all: verify test
 
@@ -56,6 +56,16 @@ compliance:
 	$(PEER_DIR)/setup
 	set -o pipefail; cd integration && ADCP_PEER_DIR=$(PEER_DIR) $(GO) test -tags compliance -count=1 -v -parallel 4 -timeout 30m -run TestComplianceStoryboard ./... 2>&1 | \
 		tee $(CURDIR)/compliance.log | grep -E '^\s*(--- |ok|FAIL)|storyboard|passed|failed|skipped'
+
+## assessment: the runner's full assessment (no storyboard id: the runner
+## picks the storyboards from the seller's capabilities) against the seller
+## in memory; fails on any failed step that docs/COMPLIANCE.md does not
+## document as the runner's. About 3 minutes; not part of test or compliance.
+## The runner's JSON and the docs table go to assessment-out/.
+assessment:
+	$(PEER_DIR)/setup
+	set -o pipefail; cd integration && IDEM_REQUIRE_DOCKER=1 ADCP_PEER_DIR=$(PEER_DIR) ADCP_ASSESSMENT_OUT=$(CURDIR)/assessment-out $(GO) test -tags compliance -count=1 -v -timeout 30m -run TestAssessment ./... 2>&1 | \
+		tee $(CURDIR)/assessment.log | grep -E '^\s*(--- |ok|FAIL)|assessment|step failed|add up|\|'
 
 ## dashboard: re-render docs/grafana/idempotency-dashboard-under-load.svg from a
 ## real run: the seller on Postgres, the peer kit's load.mjs, /metrics scraped.

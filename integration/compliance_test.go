@@ -88,24 +88,7 @@ type step struct {
 // cache replaced by dir when set, and returns its steps.
 func runStoryboard(t *testing.T, url, protocol, id, dir string) []step {
 	t.Helper()
-	sdk, peer := runnerSDK(t), peerDir(t)
-	out := filepath.Join(t.TempDir(), id+".json")
-	cmd := exec.Command("node", "--require", filepath.Join(peer, "bind-loopback.cjs"), "--require", filepath.Join(peer, "shift-clock.cjs"),
-		filepath.Join(sdk, "bin", "adcp.js"), "storyboard", "run", url, id, "--protocol", protocol, "--allow-http",
-		"--webhook-receiver", "loopback", "--json", "--auth", sellertest.Token)
-	cmd.Env = append(os.Environ(), "ADCP_SKIP_VERSION_CHECK=1", "CI=1", "FAKE_NOW=2026-04-15T00:00:00Z")
-	if dir != "" {
-		cmd.Env = append(cmd.Env, "ADCP_COMPLIANCE_DIR="+dir)
-	}
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = f, &stderr
-	runErr := cmd.Run() // the runner exits 0 even when steps fail: grade the JSON
-	_ = f.Close()
-	raw, _ := os.ReadFile(out)
+	raw, stderr, runErr := runRunner(t, url, protocol, dir, id)
 	var res struct {
 		Tracks []struct {
 			Scenarios []struct {
@@ -124,7 +107,7 @@ func runStoryboard(t *testing.T, url, protocol, id, dir string) []step {
 		SkippedTracks []json.RawMessage `json:"skipped_tracks"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
-		t.Fatalf("runner %s: no result (%v; exit %v): %s", id, err, runErr, tail(stderr.String(), 2000))
+		t.Fatalf("runner %s: no result (%v; exit %v): %s", id, err, runErr, tail(stderr, 2000))
 	}
 	for _, st := range res.SkippedTracks {
 		t.Errorf("runner %s: a track was skipped: %s", id, st)
@@ -149,6 +132,38 @@ func runStoryboard(t *testing.T, url, protocol, id, dir string) []step {
 	}
 	return steps
 }
+
+// runRunner runs the official runner's `storyboard run url args...` as the
+// peer kit's storyboard script does (runner clock at 2026-04-15, loopback
+// webhook receiver, --allow-http, --json), with the runner's compliance
+// cache replaced by dir when set, and returns its JSON output and stderr.
+// The runner exits 0 even when steps fail: grade the JSON.
+func runRunner(t *testing.T, url, protocol, dir string, args ...string) (raw []byte, stderr string, runErr error) {
+	t.Helper()
+	sdk, peer := runnerSDK(t), peerDir(t)
+	out := filepath.Join(t.TempDir(), "runner.json")
+	cmd := exec.Command("node", append([]string{"--require", filepath.Join(peer, "bind-loopback.cjs"), "--require", filepath.Join(peer, "shift-clock.cjs"),
+		filepath.Join(sdk, "bin", "adcp.js"), "storyboard", "run", url}, append(args, "--protocol", protocol, "--allow-http",
+		"--webhook-receiver", "loopback", "--json", "--auth", sellertest.Token)...)...)
+	cmd.Env = append(os.Environ(), "ADCP_SKIP_VERSION_CHECK=1", "CI=1", "FAKE_NOW="+runnerNow)
+	if dir != "" {
+		cmd.Env = append(cmd.Env, "ADCP_COMPLIANCE_DIR="+dir)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs strings.Builder
+	cmd.Stdout, cmd.Stderr = f, &errs
+	runErr = cmd.Run()
+	_ = f.Close()
+	raw, _ = os.ReadFile(out)
+	return raw, errs.String(), runErr
+}
+
+// runnerNow is the runner's clock (the peer kit's shift-clock.cjs): the
+// bundled storyboards' sample flight dates lie in its future.
+const runnerNow = "2026-04-15T00:00:00Z"
 
 // grade fails the test on any failed step and any skip not in
 // allowedSkips, and logs every step.

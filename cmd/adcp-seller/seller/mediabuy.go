@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -198,7 +199,8 @@ func (s *Seller) newBuy(c *adcp.Call, acct account, req *createRequest) (mediaBu
 			return mediaBuy{}, badRequest(field+".pricing_option_id", "all packages of a media buy must be priced in one currency")
 		}
 		b.Packages = append(b.Packages, pkg{PackageID: fmt.Sprintf("%s_p%d", id, i+1), ProductID: p.ProductID,
-			PricingOptionID: p.PricingOptionID, Budget: *p.Budget, BidPrice: p.BidPrice, Paused: p.Paused})
+			PricingOptionID: p.PricingOptionID, Budget: *p.Budget, BidPrice: p.BidPrice, Paused: p.Paused,
+			Targeting: present(p.Targeting), Measurement: present(p.MeasurementTerm)})
 		b.TotalBudget += *p.Budget
 	}
 	return b, nil
@@ -215,9 +217,11 @@ func (s *Seller) checkPackage(field string, p packageRequest) (pricingOption, er
 		return pricingOption{}, badRequest(field+".budget", "budget is required")
 	case !(*p.Budget > 0) || math.IsInf(*p.Budget, 0):
 		return pricingOption{}, badRequest(field+".budget", "budget must be a positive amount")
-	case len(p.MeasurementTerm) > 0 && string(p.MeasurementTerm) != "null":
-		return pricingOption{}, &adcp.Error{Code: "TERMS_REJECTED", Recovery: "correctable", Field: field + ".measurement_terms",
-			Message: "this seller accepts no buyer-proposed measurement terms: omit measurement_terms to buy on the product's standard reporting"}
+	case present(p.Targeting) != nil && !isObject(p.Targeting):
+		return pricingOption{}, badRequest(field+".targeting_overlay", "targeting_overlay must be an object")
+	}
+	if err := checkMeasurementTerms(field+".measurement_terms", present(p.MeasurementTerm)); err != nil {
+		return pricingOption{}, err
 	}
 	po, product, ok := s.catalog.pricing(p.ProductID, p.PricingOptionID)
 	switch {
@@ -339,6 +343,12 @@ func (s *Seller) updateMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 		if u.Paused != nil {
 			p.Paused = *u.Paused
 		}
+		if t := present(u.Targeting); t != nil {
+			if !isObject(t) {
+				return nil, badRequest(field+".targeting_overlay", "targeting_overlay must be an object")
+			}
+			p.Targeting = t
+		}
 		affected = append(affected, p.PackageID)
 	}
 	if req.EndTime != "" {
@@ -426,4 +436,58 @@ func (s *Seller) getMediaBuys(ctx context.Context, c *adcp.Call) (getMediaBuysRe
 
 func badRequest(field, msg string) *adcp.Error {
 	return &adcp.Error{Code: "INVALID_REQUEST", Message: msg, Recovery: "correctable", Field: field}
+}
+
+// Measurement terms this seller accepts: a billing-measurement variance
+// tolerance of at least minVariancePercent, over a window no longer than
+// seven days after airing.
+const minVariancePercent = 10
+
+var acceptedWindows = []string{"live", "c3", "c7"}
+
+// checkMeasurementTerms accepts a package's proposed measurement_terms
+// (nil: none proposed) within this seller's tolerance and refuses anything
+// stricter, or any term it does not negotiate, with TERMS_REJECTED, saying
+// what would be accepted.
+func checkMeasurementTerms(field string, raw json.RawMessage) error {
+	if raw == nil {
+		return nil
+	}
+	var terms struct {
+		Billing *struct {
+			Window      *string  `json:"measurement_window"`
+			MaxVariance *float64 `json:"max_variance_percent"`
+		} `json:"billing_measurement"`
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil || members == nil || json.Unmarshal(raw, &terms) != nil {
+		return badRequest(field, "measurement_terms must be an object")
+	}
+	for name := range members {
+		if name != "billing_measurement" && name != "makegood_policy" {
+			return &adcp.Error{Code: "TERMS_REJECTED", Recovery: "correctable", Field: field,
+				Message: "this seller negotiates billing_measurement and makegood_policy only"}
+		}
+	}
+	if b := terms.Billing; b != nil {
+		if (b.MaxVariance != nil && *b.MaxVariance < minVariancePercent) || (b.Window != nil && !slices.Contains(acceptedWindows, *b.Window)) {
+			return &adcp.Error{Code: "TERMS_REJECTED", Recovery: "correctable", Field: field,
+				Message: fmt.Sprintf("this seller guarantees billing measurement within a max_variance_percent of %d or more, over a measurement_window of live, c3 or c7", minVariancePercent)}
+		}
+	}
+	return nil
+}
+
+// present returns raw, or nil when it is absent or JSON null.
+func present(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	return raw
+}
+
+// isObject reports whether raw is a JSON object.
+func isObject(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil && m != nil
 }

@@ -87,6 +87,10 @@ type pkg struct {
 	Budget          float64  `json:"budget"`
 	BidPrice        *float64 `json:"bid_price,omitempty"`
 	Paused          bool     `json:"paused"`
+	// Targeting is the buyer's targeting_overlay and Measurement the
+	// measurement_terms the seller accepted, both as the buyer sent them.
+	Targeting   json.RawMessage `json:"targeting_overlay,omitempty"`
+	Measurement json.RawMessage `json:"measurement_terms,omitempty"`
 }
 
 // account is a buyer's account with this seller. Accounts are opened

@@ -33,7 +33,8 @@ type packageRequest struct {
 	Budget          *float64        `json:"budget" jsonschema:"the package's budget in the pricing option's currency; more than 0"`
 	BidPrice        *float64        `json:"bid_price,omitempty" jsonschema:"bid for auction pricing options"`
 	Paused          bool            `json:"paused,omitempty" jsonschema:"create the package paused"`
-	MeasurementTerm json.RawMessage `json:"measurement_terms,omitempty" jsonschema:"buyer-proposed measurement terms; this seller accepts none (TERMS_REJECTED)"`
+	MeasurementTerm json.RawMessage `json:"measurement_terms,omitempty" jsonschema:"buyer-proposed measurement terms: billing_measurement.max_variance_percent of at least 10 and a measurement_window of live, c3 or c7 are accepted, anything stricter is TERMS_REJECTED"`
+	Targeting       json.RawMessage `json:"targeting_overlay,omitempty" jsonschema:"targeting on top of the product's (an object, such as property_list and collection_list references); kept and returned as given"`
 }
 
 type pushConfig struct {
@@ -66,9 +67,10 @@ type createRequest struct {
 }
 
 type packageUpdate struct {
-	PackageID string   `json:"package_id" jsonschema:"a package of the media buy"`
-	Budget    *float64 `json:"budget,omitempty" jsonschema:"the package's new budget; more than 0"`
-	Paused    *bool    `json:"paused,omitempty" jsonschema:"pause or resume the package"`
+	PackageID string          `json:"package_id" jsonschema:"a package of the media buy"`
+	Budget    *float64        `json:"budget,omitempty" jsonschema:"the package's new budget; more than 0"`
+	Paused    *bool           `json:"paused,omitempty" jsonschema:"pause or resume the package"`
+	Targeting json.RawMessage `json:"targeting_overlay,omitempty" jsonschema:"the package's new targeting overlay (an object), replacing the old one"`
 }
 
 type updateRequest struct {

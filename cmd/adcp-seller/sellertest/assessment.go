@@ -18,7 +18,10 @@ import (
 // (create_media_buy_async); force_creative_status validates its params and
 // finds no creative in this seller's empty library (deterministic_testing);
 // a paused buy resumes to active, the lifecycle's only edge back
-// (media_buy_state_machine).
+// (media_buy_state_machine); a package's targeting_overlay is kept, returned
+// and replaced by an update (inventory_list_targeting); measurement terms
+// within the seller's tolerance are accepted and kept, stricter ones
+// refused with TERMS_REJECTED (measurement_terms_rejected).
 func assessment(t *testing.T, env Env) {
 	for _, tc := range []struct {
 		name, token, want string
@@ -89,6 +92,46 @@ func assessment(t *testing.T, env Env) {
 		a := Call(t, cs, "update_media_buy", map[string]any{"adcp_version": "3.2", "idempotency_key": newKey("pause"), "media_buy_id": id, "paused": step.paused})
 		if a.IsError || a.Body["media_buy_status"] != step.want {
 			t.Fatalf("update_media_buy paused=%v: %s, want media_buy_status %s", step.paused, a.Raw, step.want)
+		}
+	}
+
+	overlay := func(list string) map[string]any {
+		return map[string]any{"property_list": map[string]any{"agent_url": "https://governance.example", "list_id": list}}
+	}
+	terms := func(window string, variance float64) map[string]any {
+		return map[string]any{"billing_measurement": map[string]any{"vendor": map[string]any{"domain": "measure.example"},
+			"measurement_window": window, "max_variance_percent": variance}}
+	}
+	args := Create32Args(newKey("targeted"), 100, "", "", "t")
+	args["packages"] = []any{map[string]any{"product_id": "test-product", "pricing_option_id": "test-pricing", "budget": 100,
+		"targeting_overlay": overlay("allow_v1"), "measurement_terms": terms("c7", 10)}}
+	targeted := Call(t, cs, "create_media_buy", args)
+	if targeted.IsError {
+		t.Fatalf("a create with a targeting overlay and acceptable measurement terms: %s", targeted.Raw)
+	}
+	buyID, _ := targeted.Body["media_buy_id"].(string)
+	pkgID, _ := targeted.Body["packages"].([]any)[0].(map[string]any)["package_id"].(string)
+	listOf := func() (string, any) {
+		got := Call(t, cs, "get_media_buys", map[string]any{"media_buy_ids": []any{buyID}})
+		p := got.Body["media_buys"].([]any)[0].(map[string]any)["packages"].([]any)[0].(map[string]any)
+		list, _ := p["targeting_overlay"].(map[string]any)["property_list"].(map[string]any)["list_id"].(string)
+		return list, p["measurement_terms"]
+	}
+	if list, kept := listOf(); list != "allow_v1" || kept == nil {
+		t.Fatalf("get_media_buys after the create: list %q, measurement_terms %v", list, kept)
+	}
+	if a := Call(t, cs, "update_media_buy", map[string]any{"adcp_version": "3.2", "idempotency_key": newKey("swap"), "media_buy_id": buyID,
+		"packages": []any{map[string]any{"package_id": pkgID, "targeting_overlay": overlay("allow_v2")}}}); a.IsError {
+		t.Fatalf("update_media_buy swapping the overlay: %s", a.Raw)
+	}
+	if list, _ := listOf(); list != "allow_v2" {
+		t.Fatalf("get_media_buys after the update: list %q, want allow_v2", list)
+	}
+	for name, bad := range map[string]map[string]any{"no variance": terms("c7", 0), "a 30-day window": terms("c30", 10)} {
+		args := Create32Args(newKey("strict"), 100, "", "", "s")
+		args["packages"] = []any{map[string]any{"product_id": "test-product", "pricing_option_id": "test-pricing", "budget": 100, "measurement_terms": bad}}
+		if e := Call(t, cs, "create_media_buy", args).ErrorObject(t); e["code"] != "TERMS_REJECTED" || e["field"] != "packages[0].measurement_terms" {
+			t.Fatalf("measurement terms with %s: %v", name, e)
 		}
 	}
 }
