@@ -60,7 +60,7 @@ compliance:
 ## assessment: the runner's full assessment (no storyboard id: the runner
 ## picks the storyboards from the seller's capabilities) against the seller
 ## in memory; fails on any failed step that docs/COMPLIANCE.md does not
-## document as the runner's. About 3 minutes; not part of test or compliance.
+## document as the runner's. About 4 minutes; not part of test or compliance.
 ## The runner's JSON and the docs table go to assessment-out/.
 assessment:
 	$(PEER_DIR)/setup
