@@ -42,21 +42,7 @@ var allowedFailures = map[string]string{
 // assessmentResult is the part of the runner's --json result the grading
 // reads.
 type assessmentResult struct {
-	Tracks []struct {
-		Track     string `json:"track"`
-		Scenarios []struct {
-			Scenario string `json:"scenario"`
-			Steps    []struct {
-				Step       string   `json:"step"`
-				Task       string   `json:"task"`
-				Passed     bool     `json:"passed"`
-				Skipped    bool     `json:"skipped"`
-				SkipReason string   `json:"skip_reason"`
-				Error      string   `json:"error"`
-				Warnings   []string `json:"warnings"`
-			} `json:"steps"`
-		} `json:"scenarios"`
-	} `json:"tracks"`
+	Tracks  runnerTracks `json:"tracks"`
 	Summary struct {
 		StepsPassed  int `json:"steps_passed"`
 		StepsFailed  int `json:"steps_failed"`

@@ -82,6 +82,24 @@ type step struct {
 	Scenario, Title, Task, Outcome, Note string
 }
 
+// runnerTracks is the tracks member of the runner's --json result: the
+// storyboards it ran (scenarios), each step with its outcome.
+type runnerTracks []struct {
+	Track     string `json:"track"`
+	Scenarios []struct {
+		Scenario string `json:"scenario"`
+		Steps    []struct {
+			Step       string   `json:"step"`
+			Task       string   `json:"task"`
+			Passed     bool     `json:"passed"`
+			Skipped    bool     `json:"skipped"`
+			SkipReason string   `json:"skip_reason"`
+			Error      string   `json:"error"`
+			Warnings   []string `json:"warnings"`
+		} `json:"steps"`
+	} `json:"scenarios"`
+}
+
 // runStoryboard runs storyboard id against url with the official runner,
 // as the peer kit's storyboard script does (runner clock at 2026-04-15,
 // loopback webhook receiver, --allow-http), with the runner's compliance
@@ -90,20 +108,7 @@ func runStoryboard(t *testing.T, url, protocol, id, dir string) []step {
 	t.Helper()
 	raw, stderr, runErr := runRunner(t, url, protocol, dir, id)
 	var res struct {
-		Tracks []struct {
-			Scenarios []struct {
-				Scenario string `json:"scenario"`
-				Steps    []struct {
-					Step       string   `json:"step"`
-					Task       string   `json:"task"`
-					Passed     bool     `json:"passed"`
-					Skipped    bool     `json:"skipped"`
-					SkipReason string   `json:"skip_reason"`
-					Error      string   `json:"error"`
-					Warnings   []string `json:"warnings"`
-				} `json:"steps"`
-			} `json:"scenarios"`
-		} `json:"tracks"`
+		Tracks        runnerTracks      `json:"tracks"`
 		SkippedTracks []json.RawMessage `json:"skipped_tracks"`
 	}
 	if err := json.Unmarshal(raw, &res); err != nil {
