@@ -361,7 +361,7 @@ func TestSellerProcessLifecycle(t *testing.T) {
 		`"msg":"storage: Postgres; state is kept in the database"`,
 		`"msg":"storage: Postgres mode was chosen by DATABASE_URL in the environment; give -database-url= to run in memory"`,
 		`"msg":"listening; ready once the seller has started (see /readyz)"`,
-		`"msg":"ready: serving MCP"`,
+		`"msg":"ready: serving MCP and A2A"`,
 		`"msg":"shutting down: no new connections; finishing requests in flight"`,
 		`"tool":"create_media_buy","idempotency":"executed"`,
 		`"msg":"HTTP servers stopped"`,
