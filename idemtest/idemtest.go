@@ -1192,8 +1192,11 @@ func testAccountScope(t *testing.T, h suite) {
 // the wait is over.
 func testBudgets(t *testing.T, h suite) {
 	ctx := context.Background()
+	// One token a second: each pair of calls below must fall within one
+	// refill, which a loaded machine (a slow first connection) can stretch
+	// well past the 50 ms of a faster rate.
 	c := h.caller(t, idem.Config{Limiter: idem.NewLimiter(idem.Limits{
-		Writes: idem.Rate{PerSecond: 20, Burst: 1}, Reads: idem.Rate{PerSecond: 20, Burst: 1},
+		Writes: idem.Rate{PerSecond: 1, Burst: 1}, Reads: idem.Rate{PerSecond: 1, Burst: 1},
 	})})
 	var r counter
 	write := func(key string) error { _, err := call(ctx, c, req("alice", key, `{}`), r.handle); return err }
