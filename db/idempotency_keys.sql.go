@@ -115,6 +115,45 @@ func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg Idemp
 	return result.RowsAffected(), nil
 }
 
+const idempotencyKeyCompleteInBatch = `-- name: IdempotencyKeyCompleteInBatch :one
+WITH completed AS (
+    UPDATE idempotency_keys AS k
+    SET response = $1, owner_token = NULL
+    WHERE k.principal_id = $2 AND k.account_id = $3 AND k.key = $4
+      AND k.owner_token = $5::text AND k.response IS NULL
+    RETURNING 1
+)
+SELECT (1 / count(*))::int AS updated FROM completed
+`
+
+type IdempotencyKeyCompleteInBatchParams struct {
+	Response    []byte
+	PrincipalID string
+	AccountID   string
+	Key         string
+	OwnerToken  string
+}
+
+// IdempotencyKeyCompleteInBatch stores RunInTx's answer on the row it
+// claimed, as IdempotencyKeyComplete does without a TTL (expires_at stays, so
+// the update can be HOT), for a transaction whose COMMIT is queued behind it
+// in the same pipelined batch: the client cannot look at the row count
+// before the COMMIT runs, so the statement itself fails (division_by_zero,
+// SQLSTATE 22012) unless it updated exactly the claimed row. A failed
+// statement aborts the transaction, and the queued COMMIT never runs.
+func (q *Queries) IdempotencyKeyCompleteInBatch(ctx context.Context, db DBTX, arg IdempotencyKeyCompleteInBatchParams) (int32, error) {
+	row := db.QueryRow(ctx, idempotencyKeyCompleteInBatch,
+		arg.Response,
+		arg.PrincipalID,
+		arg.AccountID,
+		arg.Key,
+		arg.OwnerToken,
+	)
+	var updated int32
+	err := row.Scan(&updated)
+	return updated, err
+}
+
 const idempotencyKeyDeleteExpired = `-- name: IdempotencyKeyDeleteExpired :execrows
 DELETE FROM idempotency_keys AS k
 USING (

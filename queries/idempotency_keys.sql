@@ -44,6 +44,23 @@ FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, statement_timestamp()) AS n
 WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
   AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL;
 
+-- name: IdempotencyKeyCompleteInBatch :one
+-- IdempotencyKeyCompleteInBatch stores RunInTx's answer on the row it
+-- claimed, as IdempotencyKeyComplete does without a TTL (expires_at stays, so
+-- the update can be HOT), for a transaction whose COMMIT is queued behind it
+-- in the same pipelined batch: the client cannot look at the row count
+-- before the COMMIT runs, so the statement itself fails (division_by_zero,
+-- SQLSTATE 22012) unless it updated exactly the claimed row. A failed
+-- statement aborts the transaction, and the queued COMMIT never runs.
+WITH completed AS (
+    UPDATE idempotency_keys AS k
+    SET response = sqlc.arg('response'), owner_token = NULL
+    WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
+      AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL
+    RETURNING 1
+)
+SELECT (1 / count(*))::int AS updated FROM completed;
+
 -- name: IdempotencyKeyRelease :execrows
 -- IdempotencyKeyRelease deletes an in-flight key, but only for its owner, so
 -- that a retry runs the work again.
