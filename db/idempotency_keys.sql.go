@@ -115,18 +115,56 @@ func (q *Queries) IdempotencyKeyComplete(ctx context.Context, db DBTX, arg Idemp
 	return result.RowsAffected(), nil
 }
 
+const idempotencyKeyCompleteInBatch = `-- name: IdempotencyKeyCompleteInBatch :one
+WITH completed AS (
+    UPDATE idempotency_keys AS k
+    SET response = $1, owner_token = NULL
+    WHERE k.principal_id = $2 AND k.account_id = $3 AND k.key = $4
+      AND k.owner_token = $5::text AND k.response IS NULL
+    RETURNING 1
+)
+SELECT (1 / count(*))::int AS updated FROM completed
+`
+
+type IdempotencyKeyCompleteInBatchParams struct {
+	Response    []byte
+	PrincipalID string
+	AccountID   string
+	Key         string
+	OwnerToken  string
+}
+
+// IdempotencyKeyCompleteInBatch stores RunInTx's answer on the row it
+// claimed, as IdempotencyKeyComplete does without a TTL (expires_at stays, so
+// the update can be HOT), for a transaction whose COMMIT is queued behind it
+// in the same pipelined batch: the client cannot look at the row count
+// before the COMMIT runs, so the statement itself fails (division_by_zero,
+// SQLSTATE 22012) unless it updated exactly the claimed row. A failed
+// statement aborts the transaction, and the queued COMMIT never runs.
+func (q *Queries) IdempotencyKeyCompleteInBatch(ctx context.Context, db DBTX, arg IdempotencyKeyCompleteInBatchParams) (int32, error) {
+	row := db.QueryRow(ctx, idempotencyKeyCompleteInBatch,
+		arg.Response,
+		arg.PrincipalID,
+		arg.AccountID,
+		arg.Key,
+		arg.OwnerToken,
+	)
+	var updated int32
+	err := row.Scan(&updated)
+	return updated, err
+}
+
 const idempotencyKeyDeleteExpired = `-- name: IdempotencyKeyDeleteExpired :execrows
-DELETE FROM idempotency_keys AS k
-USING (
-    SELECT e.principal_id, e.account_id, e.key
+DELETE FROM idempotency_keys
+WHERE ctid = ANY (ARRAY(
+    SELECT e.ctid
     FROM idempotency_keys AS e
     WHERE e.expires_at < coalesce($1::timestamptz, statement_timestamp())
                          - $2::bigint * interval '1 millisecond'
     ORDER BY e.expires_at
     LIMIT $3::int
     FOR UPDATE SKIP LOCKED
-) AS doomed
-WHERE k.principal_id = doomed.principal_id AND k.account_id = doomed.account_id AND k.key = doomed.key
+))
 `
 
 type IdempotencyKeyDeleteExpiredParams struct {
@@ -136,8 +174,13 @@ type IdempotencyKeyDeleteExpiredParams struct {
 }
 
 // IdempotencyKeyDeleteExpired deletes up to max_rows rows whose expires_at
-// lies more than retention_ms in the past, oldest first, through the expiry
-// index. Rows locked by a running request are skipped, not waited for.
+// lies more than retention_ms in the past, oldest first. The subquery finds
+// them through the expiry index and locks them (rows locked by a running
+// request are skipped, not waited for); the DELETE then takes them by their
+// physical location (ctid), which cannot change while they are locked, so
+// it does not look each of them up again through the primary key. Under
+// READ COMMITTED a row updated meanwhile is re-checked when it is locked, and
+// a version the statement's snapshot cannot see is not deleted.
 func (q *Queries) IdempotencyKeyDeleteExpired(ctx context.Context, db DBTX, arg IdempotencyKeyDeleteExpiredParams) (int64, error) {
 	result, err := db.Exec(ctx, idempotencyKeyDeleteExpired, arg.Now, arg.RetentionMs, arg.MaxRows)
 	if err != nil {

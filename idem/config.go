@@ -97,6 +97,22 @@ type Config struct {
 	// At most 1,000,000. Defaults to 1000.
 	SweepBatch int
 
+	// ReplayPreRead makes [RunInTx] look a key up before claiming it: one
+	// indexed read by primary key, outside any transaction, that answers a
+	// completed key within its replay window at once (the stored answer, or
+	// [ErrConflict] for another payload) without beginning a transaction.
+	// Anything else — no row, a key in flight, past its window, a failed
+	// read — goes on to the claim, as without it. A replay then costs one
+	// round trip instead of two, and a new key one more (three for the
+	// claim path, four with the pre-read). It is safe (see "Replay
+	// pre-read" in docs/RELIABILITY.md): a read outside a transaction sees
+	// only committed rows, and RunInTx completes a row only in the
+	// transaction that commits the handler's writes. It applies only when
+	// RunInTx owns the connection (conn is a pool or a connection), never
+	// inside a caller's pgx.Tx. Defaults to off: turn it on where retries
+	// are frequent.
+	ReplayPreRead bool
+
 	// Sealer, if set, encrypts every stored answer at rest (see [Sealer] and
 	// [KeyRing]), as AdCP requires. Defaults to none: answers are stored in
 	// plaintext, readable by anyone who can read the storage or its
@@ -135,6 +151,7 @@ type settings struct {
 	now                               func() time.Time
 	observer                          Observer
 	sealer                            Sealer
+	preRead                           bool
 }
 
 func (c *Config) resolve() (settings, error) {
@@ -155,6 +172,7 @@ func (c *Config) resolve() (settings, error) {
 		now:         c.Now,
 		observer:    c.Observer,
 		sealer:      c.Sealer,
+		preRead:     c.ReplayPreRead,
 	}
 	if s.lease == 0 {
 		s.lease = max(time.Second, min(s.inFlightMax/4, 30*time.Second))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/adcp-go/idempotency/db"
 )
@@ -94,6 +95,15 @@ func (s *Store) Capability() Capability { return s.cfg.capability() }
 // When conn is a pgx.Tx, the outcome is the caller's to commit: the savepoint
 // is released on success, and a later rollback of the caller's transaction
 // removes the stored answer together with the business writes.
+//
+// When conn is a *pgxpool.Pool, a *pgxpool.Conn or a *pgx.Conn, RunInTx
+// owns the transaction and pipelines it: BEGIN goes in one batch with the
+// claim, and the answer in one batch with COMMIT, so a new key costs three
+// round trips (BEGIN and claim, the handler's statements, answer and
+// COMMIT) and a replay two; fn still gets a pgx transaction (nested Begin
+// makes savepoints), which refuses every statement with pgx.ErrTxClosed
+// once RunInTx has returned. With [Config.ReplayPreRead] a completed key
+// is answered from one read outside any transaction.
 func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
 	ctx, obs := s.cfg.begin(ctx, req.Operation)
 	defer obs.end(ctx, &res.Replayed, &err)
@@ -103,6 +113,11 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 	}
 	if err := ctx.Err(); err != nil {
 		return res, fmt.Errorf("idem: %w", err)
+	}
+	if s.cfg.preRead {
+		if res, answered, err := preRead[T](ctx, s, conn, p); answered {
+			return res, err
+		}
 	}
 	deadline := time.Now().Add(s.cfg.wait)
 	reject := s.cfg.duplicates == RejectInFlight
@@ -129,6 +144,43 @@ func RunInTx[T any](ctx context.Context, s *Store, conn DB, req Request, fn func
 	}
 }
 
+// preRead answers a request whose key is completed and within its replay
+// window from one read outside any transaction (Config.ReplayPreRead): the
+// stored answer, ErrConflict for another payload, or the answer the key's
+// marker stands for. answered is false when the claim must decide: no row, a row
+// in flight, expired or reusable, a failed read, or conn a transaction.
+//
+// Why it is safe: the read is a statement of its own, so it sees only rows
+// committed before it began, and RunInTx stores an answer only in the
+// transaction that commits the handler's writes (PostgresBackend stores it
+// once the work is done); so a completed row means the answer it holds was
+// committed with its work. Such a row does not change until its tombstone
+// has outlived TombstoneRetention (no claim takes it over, and Sweep does
+// not delete it, before then), and its replay window ends earlier (ClockSkew
+// <= TombstoneRetention); so a claim made at the instant of the read would
+// have found the same row and given the same answer: the same replay, or
+// the same ErrConflict.
+func preRead[T any](ctx context.Context, s *Store, conn DB, p prepared) (res Result[T], answered bool, err error) {
+	switch c := conn.(type) {
+	case pgx.Tx:
+		return res, false, nil
+	case *pgx.Conn:
+		if c.PgConn().TxStatus() != 'I' {
+			return res, false, nil // the caller began a transaction on it
+		}
+	case *pgxpool.Conn:
+		if c.Conn().PgConn().TxStatus() != 'I' {
+			return res, false, nil
+		}
+	}
+	e, err := getRow(ctx, s.q, conn, clock(s.cfg.now), p.ref())
+	if err != nil || e == nil || e.Response == nil || s.cfg.classify(e) != stateCompleted {
+		return res, false, nil
+	}
+	res, err = replayOrReject[T](s.cfg, p, e)
+	return res, true, err
+}
+
 // errStaleSnapshot marks a claim that failed because the transaction's
 // snapshot predates the commit of the key's holder (SQLSTATE 40001 at
 // REPEATABLE READ or SERIALIZABLE).
@@ -136,22 +188,10 @@ var errStaleSnapshot = errors.New("the transaction's snapshot cannot see the key
 
 // runInTx is one attempt of RunInTx, in one transaction.
 func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p prepared, wait time.Duration, fn func(ctx context.Context, tx pgx.Tx) (T, error)) (res Result[T], err error) {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return res, dbError(ctx, "begin", err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			// Runs on errors and panics alike. A rollback with a cancelled
-			// context would only close the connection, so give it its own.
-			rollback(ctx, tx)
-		}
-	}()
-
-	// One round trip: claim the key or read the row that holds it. The
-	// claimed row gets its final expiry now, so that storing the answer
-	// later changes no indexed column.
+	// One round trip where RunInTx owns the connection: begin and claim the
+	// key or read the row that holds it. The claimed row gets its final
+	// expiry now, so that storing the answer later changes no indexed
+	// column.
 	// A transaction of our own may not sit idle holding the claim past the
 	// in-flight bound: Postgres ends it, and the claim with it, if this
 	// process hangs. (A caller's transaction keeps its own settings.)
@@ -160,15 +200,22 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p pre
 		idle = lockTimeout(s.cfg.inFlightMax)
 	}
 	owner := newOwnerToken()
-	held, err := claimRow(ctx, s.q, tx, s.cfg.now, wait, idle, s.cfg.inFlightMax, s.cfg.ttl, backend.Claim{
+	t, held, err := s.beginAndClaim(ctx, conn, claimParams(s.cfg.now, wait, idle, s.cfg.ttl, backend.Claim{
 		Ref: p.ref(), Operation: p.Operation, Hash: p.hash, Owner: owner, Retention: s.cfg.retention,
-	})
+	}))
 	if err != nil {
-		return res, err
+		return res, err // the transaction is over
 	}
+	done := false
+	defer func() {
+		if !done {
+			// Runs on errors and panics alike; it also puts the caller's
+			// settings back when conn is the caller's transaction.
+			t.rollback(ctx)
+		}
+	}()
 	if held != nil {
-		// Nothing was written; the deferred rollback also puts the caller's
-		// settings back when conn is the caller's transaction.
+		// Nothing was written.
 		return replayOrReject[T](s.cfg, p, held)
 	}
 	if err := allowNewKey(ctx, s.cfg.limiter, p); err != nil {
@@ -180,19 +227,19 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p pre
 	ctx, cancel := context.WithTimeoutCause(ctx, s.cfg.inFlightMax, ErrHandlerTimeout)
 	defer cancel()
 
-	v, err := runHandler(ctx, tx, fn, func() {
+	v, err := runHandler(ctx, t, fn, func() {
 		// The handler panicked after ending the transaction itself: mark
 		// the key before the panic goes on, or it would stay in flight.
 		done = true
-		_ = s.txEnded(ctx, conn, tx, p, owner, nil)
+		_ = s.txEnded(ctx, conn, t, p, owner, nil)
 	})
-	switch status := tx.Conn().PgConn().TxStatus(); {
+	switch status := t.tx.Conn().PgConn().TxStatus(); {
 	case status == 'I':
 		// The handler ended the transaction itself (tx.Exec(ctx, "COMMIT")):
 		// the claim and whatever it wrote may have committed without an
 		// answer.
 		done = true
-		return res, s.txEnded(ctx, conn, tx, p, owner, err)
+		return res, s.txEnded(ctx, conn, t, p, owner, err)
 	case err != nil && errors.Is(err, ErrUnencodable):
 		e := newError(ErrUnencodable, "the seller could not encode the answer; nothing was stored and everything was rolled back")
 		e.cause = err
@@ -212,35 +259,28 @@ func runInTx[T any](ctx context.Context, s *Store, conn DB, callerTx bool, p pre
 	if err != nil {
 		return res, err
 	}
-	n, err := s.q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-		Response:    stored, // TTLMs nil: expires_at stays, the update can be HOT
-		PrincipalID: p.Principal, AccountID: p.Account, Key: p.Key, OwnerToken: owner, Now: clock(s.cfg.now),
-	})
-	if err != nil {
-		return res, dbError(ctx, "store response", err)
-	}
-	if n != 1 {
-		return res, fmt.Errorf("idem: the claimed row vanished inside its own transaction")
-	}
-	if err := tx.Commit(ctx); err != nil {
-		// The commit may or may not have happened; either way the key and
-		// the business writes share its fate, so a retry replays or reruns.
-		return res, dbError(ctx, "commit", err)
+	// One round trip where RunInTx owns the connection: the answer and
+	// COMMIT. The answer leaves expires_at as the claim set it, so the
+	// update can be HOT.
+	if err := s.commit(ctx, t, db.IdempotencyKeyCompleteInBatchParams{
+		Response: stored, PrincipalID: p.Principal, AccountID: p.Account, Key: p.Key, OwnerToken: owner,
+	}); err != nil {
+		return res, err
 	}
 	done = true
 	return Result[T]{Value: v, Response: body}, nil
 }
 
-// runHandler calls fn with the handler's view of tx. If fn panics after
+// runHandler calls fn with the handler's view of t. If fn panics after
 // ending the transaction itself, ended runs before the panic goes on.
-func runHandler[T any](ctx context.Context, tx pgx.Tx, fn func(context.Context, pgx.Tx) (T, error), ended func()) (T, error) {
+func runHandler[T any](ctx context.Context, t *txn, fn func(context.Context, pgx.Tx) (T, error), ended func()) (T, error) {
 	panicked := true
 	defer func() {
-		if panicked && tx.Conn().PgConn().TxStatus() == 'I' {
+		if panicked && t.tx.Conn().PgConn().TxStatus() == 'I' {
 			ended()
 		}
 	}()
-	v, err := fn(ctx, &handlerTx{Tx: tx})
+	v, err := fn(ctx, &handlerTx{guardedTx{Tx: t.tx, ended: &t.ended}})
 	panicked = false
 	return v, err
 }
@@ -251,28 +291,12 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	cancel()
 }
 
-// handlerTx is the transaction a RunInTx handler gets: the real one, except
-// that it cannot be committed or rolled back, which is RunInTx's to do.
-type handlerTx struct{ pgx.Tx }
-
-// Commit refuses: RunInTx commits the claim, the handler's writes and the
-// answer together after the handler returns.
-func (t *handlerTx) Commit(context.Context) error {
-	return newError(ErrTxEnded, "RunInTx commits the transaction after the handler returns; the handler must not commit it")
-}
-
-// Rollback refuses, so that a habitual deferred tx.Rollback in a handler is
-// harmless: RunInTx rolls back when the handler returns an error.
-func (t *handlerTx) Rollback(context.Context) error {
-	return newError(ErrTxEnded, "RunInTx rolls the transaction back when the handler returns an error; the handler must not roll it back")
-}
-
 // txEnded handles a handler that ended its transaction. If the claim
 // committed, the key is marked as run without an answer, so that a retry
 // gets ErrTxEnded instead of IN_FLIGHT or a second run; if it was rolled
 // back, the key is free and a retry runs again.
-func (s *Store) txEnded(ctx context.Context, conn DB, tx pgx.Tx, p prepared, owner string, fnErr error) error {
-	rollback(ctx, tx) // returns the connection; the server has no transaction to end
+func (s *Store) txEnded(ctx context.Context, conn DB, t *txn, p prepared, owner string, fnErr error) error {
+	t.rollback(ctx) // returns the connection; the server has no transaction to end
 	e := newError(ErrTxEnded, "the seller's handler ended its transaction itself, so the request's writes and its answer did not commit together; it will not run again under this key")
 	e.cause = fnErr
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -312,22 +336,17 @@ func staleSnapshotError(ctx context.Context, conn DB, err error) error {
 // expires after expires (the lease, or for RunInTx the TTL). It returns nil
 // once the key is claimed, or the entry holding it.
 func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, now func() time.Time, wait time.Duration, idle string, bound, expires time.Duration, c backend.Claim) (*backend.Entry, error) {
-	row, err := q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
+	row, err := q.IdempotencyKeyClaim(ctx, tx, claimParams(now, wait, idle, expires, c))
+	return claimOutcome(ctx, row, err, bound)
+}
+
+// claimParams are the arguments of IdempotencyKeyClaim for c.
+func claimParams(now func() time.Time, wait time.Duration, idle string, expires time.Duration, c backend.Claim) db.IdempotencyKeyClaimParams {
+	return db.IdempotencyKeyClaimParams{
 		PrincipalID: c.Principal, AccountID: c.Account, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
 		OwnerToken: c.Owner, ExpiresMs: expires.Milliseconds(), RetentionMs: c.Retention.Milliseconds(),
 		LockTimeout: lockTimeout(wait), IdleTimeout: idle, Now: clock(now),
-	})
-	switch {
-	case err != nil:
-		return nil, claimError(ctx, err, bound)
-	case row.Claimed == nil:
-		return nil, inFlightAfter(nil, bound) // the key changed hands on every attempt
-	case *row.Claimed:
-		return nil, nil
 	}
-	e := &backend.Entry{Operation: *row.Operation, Response: row.Response, ExpiresAt: *row.ExpiresAt, Now: *row.DBNow}
-	copy(e.Hash[:], row.RequestHash)
-	return e, nil
 }
 
 // minLockWait is the shortest lock_timeout a claim runs with. lock_timeout

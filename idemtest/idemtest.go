@@ -57,6 +57,9 @@ type TxHarness struct {
 	// DB is a pool (or connection) on a schema with the library's table
 	// (package migrations), where the suite may create its own table.
 	DB idem.DB
+	// ReplayPreRead runs RunInTx with Config.ReplayPreRead, so that every
+	// outcome is checked with the pre-read in front of the claim too.
+	ReplayPreRead bool
 }
 
 // suite is a Harness with the suite's clock.
@@ -433,6 +436,7 @@ func (h suite) caller(t *testing.T, cfg idem.Config) caller {
 		cfg.Limiter = idem.Unlimited
 	}
 	if h.Tx != nil {
+		cfg.ReplayPreRead = h.Tx.ReplayPreRead
 		s, err := idem.NewStore(&cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -439,18 +439,22 @@ func runInTxMiss(d *benchDB, s *idem.Store) benchOp {
 // BenchmarkPostgresMiss compares idem.RunInTx on a fresh key (impl=RunInTx)
 // with the same business insert in a plain transaction (impl=plain-tx), at
 // c=1 and c=16. The goal is RunInTx/plain-tx <= 1.3 at c=16. RunInTx sends
-// BEGIN, the one-statement claim (IdempotencyKeyClaim), the handler's
-// INSERT, the complete UPDATE and COMMIT: 5 round trips against 3.
+// BEGIN with the one-statement claim (IdempotencyKeyClaim) in one batch,
+// the handler's INSERT, and the answer's UPDATE with COMMIT in one batch: 3
+// round trips, as many as plain-tx. impl=RunInTx-preread is the same with
+// Config.ReplayPreRead, which adds its read to every miss (4 round trips).
 //
 // After the library, the sub-benchmarks of missPrototypes run: designs
 // that are not the library (prototypes_test.go says what each is).
 func BenchmarkPostgresMiss(b *testing.B) {
 	d := benchSchema(b, "miss", nil)
 	s := newStore(b, nil)
+	pre := newStore(b, &idem.Config{ReplayPreRead: true})
 	for range benchRounds() {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=plain-tx", c), func(b *testing.B) { measure(b, d, c, plainTxMiss(d)) })
 			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s)) })
+			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-preread", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, pre)) })
 			for _, p := range missPrototypes {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
 			}
@@ -486,13 +490,16 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 // COMMIT, and the response decoded as RunInTx does). The goal is
 // RunInTx/select-tx <= 1.2 and no WAL.
 //
-// RunInTx sends BEGIN, the claim (which finds the row and returns it) and
-// ROLLBACK: 3 round trips, as many as select-tx.
+// RunInTx sends BEGIN with the claim (which finds the row and returns it)
+// in one batch, then ROLLBACK: 2 round trips against select-tx's 3.
+// impl=RunInTx-preread (Config.ReplayPreRead) answers from one read
+// outside any transaction: 1 round trip.
 //
 // After the library, the sub-benchmarks of replayPrototypes run.
 func BenchmarkPostgresReplay(b *testing.B) {
 	d := benchSchema(b, "replay", replaySetup)
 	s := newStore(b, nil)
+	pre := newStore(b, &idem.Config{ReplayPreRead: true})
 	for range benchRounds() {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=select-tx", c), func(b *testing.B) {
@@ -503,7 +510,7 @@ func BenchmarkPostgresReplay(b *testing.B) {
 					}
 					defer tx.Rollback(ctx)
 					var resp []byte
-					if err := tx.QueryRow(ctx, `SELECT response FROM idempotency_keys WHERE principal_id = $1 AND key = $2`,
+					if err := tx.QueryRow(ctx, `SELECT response FROM idempotency_keys WHERE principal_id = $1 AND account_id = '' AND key = $2`,
 						benchPrincipal(i%replayKeys), replayKey(i)).Scan(&resp); err != nil {
 						return err
 					}
@@ -514,18 +521,23 @@ func BenchmarkPostgresReplay(b *testing.B) {
 					return json.Unmarshal(resp, &v)
 				})
 			})
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) {
-				measure(b, d, c, func(ctx context.Context, i int64) error {
-					p := benchPrincipal(i % replayKeys)
-					res, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
-						Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
-					}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
-					if err == nil && !res.Replayed {
-						err = errors.New("not replayed")
-					}
-					return err
+			for _, impl := range []struct {
+				name string
+				s    *idem.Store
+			}{{"RunInTx", s}, {"RunInTx-preread", pre}} {
+				b.Run(fmt.Sprintf("c=%d/impl=%s", c, impl.name), func(b *testing.B) {
+					measure(b, d, c, func(ctx context.Context, i int64) error {
+						p := benchPrincipal(i % replayKeys)
+						res, err := idem.RunInTx(ctx, impl.s, d.pool, idem.Request{
+							Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
+						}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
+						if err == nil && !res.Replayed {
+							err = errors.New("not replayed")
+						}
+						return err
+					})
 				})
-			})
+			}
 			for _, p := range replayPrototypes {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
 			}
@@ -642,7 +654,7 @@ func fillTable(ctx context.Context, pool *pgxpool.Pool, n int64) error {
 			return err
 		}
 	}
-	if err := exec(`ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, key);
+	if err := exec(`ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (principal_id, account_id, key);
 		CREATE INDEX idempotency_keys_expires_at_idx ON idempotency_keys (expires_at)`); err != nil {
 		return err
 	}
@@ -661,8 +673,9 @@ var sweepRound atomic.Int64
 // deleted, then runs VACUUM ANALYZE, before anything is timed. Use
 // -benchtime 1x: one sweep is one run.
 //
-// sweep=Store.Sweep is the library, as it is: batch after batch; the
-// sweepPrototypes follow it (prototypes_test.go).
+// sweep=Store.Sweep is the library, as it is: batch after batch (1000 rows
+// each, by ctid); sweep=Store.Sweep-batch100 is the same with
+// Config.SweepBatch 100; the sweepPrototypes follow (prototypes_test.go).
 func BenchmarkPostgresSweep(b *testing.B) {
 	total := benchRows("IDEM_BENCH_SWEEP_ROWS", []int64{1_000_000})[0]
 	d := benchSchema(b, "sweep", func(ctx context.Context, pool *pgxpool.Pool) error {
@@ -672,6 +685,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		return explainSweep(ctx, pool)
 	})
 	s := newStore(b, nil)
+	small := newStore(b, &idem.Config{SweepBatch: 100})
 	ctx := context.Background()
 	batches := func(batch func(context.Context) (int64, error), pause time.Duration) func(context.Context) (int64, error) {
 		return func(ctx context.Context) (int64, error) {
@@ -691,6 +705,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		sweep func(context.Context) (int64, error)
 	}{
 		{"Store.Sweep", func(ctx context.Context) (int64, error) { n, err := s.Sweep(ctx, d.pool); return int64(n), err }},
+		{"Store.Sweep-batch100", func(ctx context.Context) (int64, error) { n, err := small.Sweep(ctx, d.pool); return int64(n), err }},
 	}
 	for _, p := range sweepPrototypes {
 		sweeps = append(sweeps, struct {
@@ -725,18 +740,17 @@ func BenchmarkPostgresSweep(b *testing.B) {
 }
 
 // explainSweep prints the plans of one sweep batch, the library's
-// statement and sketchSweepByCtid, each run and rolled back.
+// statement and sketchSweepByJoin (the statement before it), each run and
+// rolled back.
 func explainSweep(ctx context.Context, pool *pgxpool.Pool) error {
 	for _, st := range []struct{ name, sql string }{
-		{"the statement of queries/idempotency_keys.sql", `DELETE FROM idempotency_keys AS k
-			USING (
-			    SELECT e.principal_id, e.key FROM idempotency_keys AS e
+		{"the statement of queries/idempotency_keys.sql", `DELETE FROM idempotency_keys
+			WHERE ctid = ANY (ARRAY(
+			    SELECT e.ctid FROM idempotency_keys AS e
 			    WHERE e.expires_at < now() - $1::bigint * interval '1 millisecond'
 			    ORDER BY e.expires_at LIMIT $2::int
-			    FOR UPDATE SKIP LOCKED
-			) AS doomed
-			WHERE k.principal_id = doomed.principal_id AND k.key = doomed.key`},
-		{"sketchSweepByCtid", sketchSweepByCtid},
+			    FOR UPDATE SKIP LOCKED))`},
+		{"sketchSweepByJoin", sketchSweepByJoin},
 	} {
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) `+st.sql, int64(24*time.Hour/time.Millisecond), 1000)

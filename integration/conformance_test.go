@@ -22,3 +22,14 @@ func TestRunInTxOutcomes(t *testing.T) {
 		return idemtest.Harness{Tx: &idemtest.TxHarness{DB: newSchema(t)}}
 	})
 }
+
+// TestRunInTxOutcomesPreRead is TestRunInTxOutcomes with
+// Config.ReplayPreRead: replays, conflicts, expiry, tombstones, failures and
+// concurrent duplicates give the same outcomes with the pre-read in front of
+// the claim.
+func TestRunInTxOutcomesPreRead(t *testing.T) {
+	t.Parallel()
+	idemtest.Run(t, func(t *testing.T) idemtest.Harness {
+		return idemtest.Harness{Tx: &idemtest.TxHarness{DB: newSchema(t), ReplayPreRead: true}}
+	})
+}

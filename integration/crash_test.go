@@ -42,8 +42,10 @@ import (
 //	                uncommitted; the handler has not written anything
 //	after_write     the handler's business write returned (the seller: the
 //	                media buy and its outbox event), uncommitted
-//	after_store     the UPDATE storing the response returned; COMMIT is not
-//	                sent yet
+//	before_commit   the statement storing the response and COMMIT are about
+//	                to be sent, in one batch (RunInTx owns the connection and
+//	                pipelines them, so no state lies between the two);
+//	                nothing is committed yet
 //	after_commit    COMMIT returned; RunInTx has not returned to its caller
 //	after_delivery  (seller) the webhook was POSTed and answered 2xx; the
 //	                outbox row is not marked delivered yet
@@ -79,7 +81,7 @@ var runInTxPoints = []crashPoint{
 	{"before_claim", stepClaim, true},
 	{"after_claim", stepClaim, false},
 	{"after_write", stepWrite, false},
-	{"after_store", stepStore, false},
+	{"before_commit", stepStore, true},
 	{"after_commit", stepCommit, false},
 }
 
@@ -87,7 +89,7 @@ var sellerPoints = []crashPoint{
 	{"before_claim", stepClaim, true},
 	{"after_claim", stepClaim, false},
 	{"after_write", stepOutbox, false},
-	{"after_store", stepStore, false},
+	{"before_commit", stepStore, true},
 	{"after_commit", stepCommit, false},
 	{"after_delivery", stepDelivered, true},
 }
@@ -294,7 +296,7 @@ func TestReliabilityCrashMatrix(t *testing.T) {
 		switch {
 		case at >= pointIndex(runInTxPoints, "after_commit") && !res.Replayed:
 			return fmt.Errorf("%s: the child committed, but the retry ran the work again", key)
-		case at < pointIndex(runInTxPoints, "after_store") && res.Replayed:
+		case at < pointIndex(runInTxPoints, "before_commit") && res.Replayed:
 			return fmt.Errorf("%s: the child never sent COMMIT (last point %s), but the retry replayed %+v", key, runInTxPoints[at].name, res.Value)
 		}
 		var id int64
@@ -587,7 +589,7 @@ func TestReliabilityOutboxCrashMatrix(t *testing.T) {
 		switch {
 		case at >= pointIndex(sellerPoints, "after_commit") && !replayed:
 			return fmt.Errorf("%s: the child committed, but the retry made a new media buy %s", key, buy)
-		case at < pointIndex(sellerPoints, "after_store") && replayed:
+		case at < pointIndex(sellerPoints, "before_commit") && replayed:
 			return fmt.Errorf("%s: the child never sent COMMIT, but the retry replayed %s", key, buy)
 		case firstAnswer.err == nil && !firstAnswer.a.IsError && firstAnswer.a.Body["media_buy_id"] != buy:
 			return fmt.Errorf("%s: the child answered %s, the retry %s", key, firstAnswer.a.Raw, retry.Raw)

@@ -207,6 +207,59 @@ func TestSweepWorksInBatches(t *testing.T) {
 	}
 }
 
+// TestSweepByLocationKeepsWhatItMust: the sweep deletes the rows it locked
+// by their physical location (ctid). Rows within retention stay, a row past
+// retention that another transaction has locked (as a claim taking it over
+// does) is skipped and stays, and the next sweep deletes it.
+func TestSweepByLocationKeepsWhatItMust(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := newSchema(t)
+	clock := idemtest.NewClock(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC))
+	s := newStore(t, &idem.Config{TTL: time.Hour, TombstoneRetention: time.Hour, SweepBatch: 3, Now: clock.Now})
+	old := make([]string, 10)
+	for i := range old {
+		old[i] = newKey()
+		if _, err := idem.RunInTx(ctx, s, pool, request("alice", old[i], `{}`), createBuy("x", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(90 * time.Minute)
+	for i := range 5 {
+		if _, err := idem.RunInTx(ctx, s, pool, request("alice", newKey(), `{}`), createBuy("y", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(45 * time.Minute) // the old rows are past TTL + retention, the new ones are not
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM idempotency_keys WHERE key = $1 FOR UPDATE`, old[4]); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.Sweep(ctx, pool)
+	if err != nil || n != 9 {
+		t.Fatalf("sweep deleted %d (%v), want the 9 unlocked rows past retention", n, err)
+	}
+	if got := count(t, pool, `SELECT count(*) FROM idempotency_keys WHERE key = $1`, old[4]); got != 1 {
+		t.Fatalf("the locked row: %d left, want 1", got)
+	}
+	if k := keys(t, pool); k != 6 {
+		t.Fatalf("%d keys left, want the locked one and the 5 within retention", k)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.Sweep(ctx, pool); err != nil || n != 1 {
+		t.Fatalf("second sweep deleted %d (%v), want the row that was locked", n, err)
+	}
+	if k := keys(t, pool); k != 5 {
+		t.Fatalf("%d keys left, want 5", k)
+	}
+}
+
 func TestRunInTxInCallerTransaction(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -6,28 +6,26 @@ package integration
 // docs/BENCHMARKS.md can say what another design would buy; issue work
 // that adopts one moves it into the library and deletes it here.
 //
-//   - sketch-pipelined (miss): the library's own claim and complete
-//     statements, with BEGIN in the first batch and COMMIT with the last;
+// Adopted and removed from here (issue 19): sketch-pipelined (the library
+// now sends BEGIN with the claim and COMMIT with the answer), sketch-preread
+// (Config.ReplayPreRead) and sketch-ctid (Store.Sweep deletes by ctid).
+//
 //   - sketch-lock-batched / sketch-lock-pipelined (miss): no claim row; a
 //     transaction-level advisory lock on (principal, key) serialises
 //     retries, and the handler's answer is inserted once, completed;
-//   - sketch-preread (replay): a read outside any transaction answers a
-//     completed key in one round trip;
-//   - sketch-pause-20ms / sketch-ctid (sweep): the same batches with a pause
-//     between them, or deleting the locked rows by ctid.
+//   - sketch-pause-20ms (sweep): the library's batches with a pause between
+//     them;
+//   - sketch-join (sweep): the statement Store.Sweep ran before, which joins
+//     the locked rows back through the primary key.
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/adcp-go/idempotency/db"
 	"github.com/adcp-go/idempotency/idem"
 	"github.com/adcp-go/idempotency/idem/backend"
 )
@@ -48,14 +46,11 @@ type sweepPrototype struct {
 
 var (
 	missPrototypes = []prototype{
-		{"sketch-pipelined", sketchPipelinedMiss},
 		{"sketch-lock-batched", func(d *benchDB) benchOp { return sketchLockMiss(d, false) }},
 		{"sketch-lock-pipelined", func(d *benchDB) benchOp { return sketchLockMiss(d, true) }},
 	}
-	replayPrototypes = []prototype{
-		{"sketch-preread", sketchPrereadReplay},
-	}
-	walPrototypes = []prototype{
+	replayPrototypes = []prototype{}
+	walPrototypes    = []prototype{
 		{"sketch-lock-pipelined miss (advisory lock, one completed-row insert)", func(d *benchDB) benchOp { return sketchLockMiss(d, true) }},
 	}
 	sweepPrototypes = []sweepPrototype{
@@ -66,24 +61,25 @@ var (
 				return int64(n), err
 			}
 		}, 20 * time.Millisecond},
-		{"sketch-ctid", func(d *benchDB) func(context.Context) (int64, error) {
+		{"sketch-join", func(d *benchDB) func(context.Context) (int64, error) {
 			return func(ctx context.Context) (int64, error) {
-				tag, err := d.pool.Exec(ctx, sketchSweepByCtid, int64(24*time.Hour/time.Millisecond), 1000)
+				tag, err := d.pool.Exec(ctx, sketchSweepByJoin, int64(24*time.Hour/time.Millisecond), 1000)
 				return tag.RowsAffected(), err
 			}
 		}, 0},
 	}
 )
 
-// sketchSweepByCtid is the sweep statement deleting the rows it locked by
-// their ctid (stable while they are locked) instead of joining them back
-// through the primary key.
-const sketchSweepByCtid = `DELETE FROM idempotency_keys
-	WHERE ctid = ANY (ARRAY(
-	    SELECT ctid FROM idempotency_keys
-	    WHERE expires_at < now() - $1::bigint * interval '1 millisecond'
-	    ORDER BY expires_at LIMIT $2::int
-	    FOR UPDATE SKIP LOCKED))`
+// sketchSweepByJoin is the sweep statement of the library before issue 19:
+// the locked rows are joined back through the primary key and deleted.
+const sketchSweepByJoin = `DELETE FROM idempotency_keys AS k
+	USING (
+	    SELECT e.principal_id, e.account_id, e.key FROM idempotency_keys AS e
+	    WHERE e.expires_at < now() - $1::bigint * interval '1 millisecond'
+	    ORDER BY e.expires_at LIMIT $2::int
+	    FOR UPDATE SKIP LOCKED
+	) AS doomed
+	WHERE k.principal_id = doomed.principal_id AND k.account_id = doomed.account_id AND k.key = doomed.key`
 
 // The sketches' own SQL (the advisory-lock design and the pre-read): the
 // previous lock_timeout is kept in a custom setting, so that the restore can
@@ -94,7 +90,7 @@ const (
 		set_config('lock_timeout', $1::text, true)`
 	sketchRestoreLockTimeout = `SELECT set_config('lock_timeout', current_setting('idem.previous_lock_timeout'), true)`
 	sketchGet                = `SELECT operation, request_hash, response, owner_token, created_at, expires_at, now()
-		FROM idempotency_keys WHERE principal_id = $1 AND key = $2`
+		FROM idempotency_keys WHERE principal_id = $1 AND account_id = '' AND key = $2`
 )
 
 type sketchRow struct {
@@ -105,117 +101,6 @@ type sketchRow struct {
 	created   time.Time
 	expires   time.Time
 	now       time.Time
-}
-
-// captureDBTX is a db.DBTX that sends nothing: it keeps the SQL and the
-// arguments of the one statement a generated query method would send, so
-// that a sketch can queue the library's own statements in a pgx.Batch.
-type captureDBTX struct {
-	sql  string
-	args []any
-}
-
-var errCaptured = errors.New("captured, not sent")
-
-func (c *captureDBTX) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	c.sql, c.args = sql, args
-	return pgconn.CommandTag{}, errCaptured
-}
-
-func (c *captureDBTX) Query(_ context.Context, sql string, args ...any) (pgx.Rows, error) {
-	c.sql, c.args = sql, args
-	return nil, errCaptured
-}
-
-func (c *captureDBTX) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
-	c.sql, c.args = sql, args
-	return capturedRow{}
-}
-
-type capturedRow struct{}
-
-func (capturedRow) Scan(...any) error { return errCaptured }
-
-// libSQL returns the SQL and arguments that call sends through its DBTX.
-func libSQL(call func(db.DBTX)) (string, []any) {
-	var c captureDBTX
-	call(&c)
-	return c.sql, c.args
-}
-
-var sketchOwnerSeq atomic.Int64
-
-func sketchOwner() string {
-	return "owner-" + benchRun + "-" + strconv.FormatInt(sketchOwnerSeq.Add(1), 10)
-}
-
-// sketchPipelinedMiss is RunInTx's miss path with its own statements
-// (IdempotencyKeyClaim with the store's defaults: lock_timeout 5000ms,
-// expiry 24 h; IdempotencyKeyComplete without a TTL, as RunInTx calls it)
-// but BEGIN sent with the claim and COMMIT with the complete: 3 round trips.
-// The complete's row count cannot be looked at before the COMMIT in the same
-// batch, so a division by zero aborts the transaction if the claimed row
-// is not there.
-func sketchPipelinedMiss(d *benchDB) benchOp {
-	q := db.New()
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i), benchMissKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		conn, err := d.pool.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		owner := sketchOwner()
-		claimSQL, claimArgs := libSQL(func(tx db.DBTX) {
-			_, _ = q.IdempotencyKeyClaim(ctx, tx, db.IdempotencyKeyClaimParams{
-				PrincipalID: p, Key: key, Operation: "create_media_buy", RequestHash: hash[:], OwnerToken: owner,
-				ExpiresMs: int64(24 * time.Hour / time.Millisecond), LockTimeout: "5000ms",
-			})
-		})
-		var claimed bool
-		batch := &pgx.Batch{}
-		batch.Queue("BEGIN")
-		batch.Queue(claimSQL, claimArgs...).QueryRow(func(r pgx.Row) error {
-			var op string
-			var h, resp []byte
-			var expires, now time.Time
-			return r.Scan(&claimed, &op, &h, &resp, &expires, &now)
-		})
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		if !claimed {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return errors.New("a fresh key was not claimed")
-		}
-		v := buy{Budget: 5000}
-		if err := conn.QueryRow(ctx, insertBuySQL, p, 5000).Scan(&v.MediaBuyID); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		body, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		completeSQL, completeArgs := libSQL(func(tx db.DBTX) {
-			_, _ = q.IdempotencyKeyComplete(ctx, tx, db.IdempotencyKeyCompleteParams{
-				Response: body, PrincipalID: p, Key: key, OwnerToken: owner,
-			})
-		})
-		batch = &pgx.Batch{}
-		batch.Queue(`WITH u AS (`+completeSQL+` RETURNING 1) SELECT 1 / count(*) FROM u`, completeArgs...)
-		batch.Queue("COMMIT")
-		if err := conn.SendBatch(ctx, batch).Close(); err != nil {
-			_, _ = conn.Exec(ctx, "ROLLBACK")
-			return err
-		}
-		return nil
-	}
 }
 
 const (
@@ -297,29 +182,5 @@ func sketchLockMiss(d *benchDB, pipelined bool) benchOp {
 			return abort(err)
 		}
 		return nil
-	}
-}
-
-func sketchCheckReplay(row *sketchRow, hash backend.Hash) error {
-	if row == nil || row.response == nil || string(row.hash) != string(hash[:]) || row.operation != "create_media_buy" {
-		return errors.New("not a replay")
-	}
-	var v buy
-	return json.Unmarshal(row.response, &v)
-}
-
-func sketchPrereadReplay(d *benchDB) benchOp {
-	return func(ctx context.Context, i int64) error {
-		p, key := benchPrincipal(i%replayKeys), replayKey(i)
-		hash, err := idem.CanonicalJSONSHA256(benchPayload)
-		if err != nil {
-			return err
-		}
-		var row sketchRow
-		if err := d.pool.QueryRow(ctx, sketchGet, p, key).Scan(&row.operation, &row.hash, &row.response, &row.owner,
-			&row.created, &row.expires, &row.now); err != nil {
-			return err
-		}
-		return sketchCheckReplay(&row, hash)
 	}
 }

@@ -277,7 +277,7 @@ func stepOf(sql string) string {
 		return stepClaim
 	case "IdempotencyKeyGet":
 		return stepRead
-	case "IdempotencyKeyComplete":
+	case "IdempotencyKeyComplete", "IdempotencyKeyCompleteInBatch":
 		return stepStore
 	case "IdempotencyKeyRelease":
 		return stepRelease
@@ -291,12 +291,15 @@ func stepOf(sql string) string {
 	return ""
 }
 
-// stepTracer is a pgx query tracer that calls hook, in the goroutine of the
-// request, before (start) and after (end) every statement stepOf
-// recognises. It is how the tests stop a request at an exact step without
-// any hook in the library: pgx calls the tracer synchronously around every
-// Exec, Query and QueryRow, including the begin and commit of a
-// transaction.
+// stepTracer is a pgx query and batch tracer that calls hook, in the
+// goroutine of the request, before (start) and after (end) every statement
+// stepOf recognises. It is how the tests stop a request at an exact step
+// without any hook in the library: pgx calls the tracer synchronously around
+// every Exec, Query and QueryRow, including the begin and commit of a
+// transaction, and around every batch. For a batch (RunInTx sends BEGIN
+// with the claim, and the answer with COMMIT, in one each), the start of
+// every statement in it is reported before the batch is sent, in order, and
+// the end of each as its result is read.
 type stepTracer struct {
 	hook func(ctx context.Context, conn *pgx.Conn, step string, start bool, args []any, err error)
 }
@@ -322,6 +325,23 @@ func (tr *stepTracer) TraceQueryEnd(ctx context.Context, conn *pgx.Conn, data pg
 		tr.hook(ctx, conn, c.step, false, c.args, data.Err)
 	}
 }
+
+func (tr *stepTracer) TraceBatchStart(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchStartData) context.Context {
+	for _, q := range data.Batch.QueuedQueries {
+		if step := stepOf(q.SQL); step != "" {
+			tr.hook(ctx, conn, step, true, q.Arguments, nil)
+		}
+	}
+	return ctx
+}
+
+func (tr *stepTracer) TraceBatchQuery(ctx context.Context, conn *pgx.Conn, data pgx.TraceBatchQueryData) {
+	if step := stepOf(data.SQL); step != "" {
+		tr.hook(ctx, conn, step, false, data.Args, data.Err)
+	}
+}
+
+func (tr *stepTracer) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // tracedPool opens a pool on url whose connections call hook at every
 // recognised step.

@@ -44,6 +44,23 @@ FROM (SELECT coalesce(sqlc.narg('now')::timestamptz, statement_timestamp()) AS n
 WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
   AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL;
 
+-- name: IdempotencyKeyCompleteInBatch :one
+-- IdempotencyKeyCompleteInBatch stores RunInTx's answer on the row it
+-- claimed, as IdempotencyKeyComplete does without a TTL (expires_at stays, so
+-- the update can be HOT), for a transaction whose COMMIT is queued behind it
+-- in the same pipelined batch: the client cannot look at the row count
+-- before the COMMIT runs, so the statement itself fails (division_by_zero,
+-- SQLSTATE 22012) unless it updated exactly the claimed row. A failed
+-- statement aborts the transaction, and the queued COMMIT never runs.
+WITH completed AS (
+    UPDATE idempotency_keys AS k
+    SET response = sqlc.arg('response'), owner_token = NULL
+    WHERE k.principal_id = sqlc.arg('principal_id') AND k.account_id = sqlc.arg('account_id') AND k.key = sqlc.arg('key')
+      AND k.owner_token = sqlc.arg('owner_token')::text AND k.response IS NULL
+    RETURNING 1
+)
+SELECT (1 / count(*))::int AS updated FROM completed;
+
 -- name: IdempotencyKeyRelease :execrows
 -- IdempotencyKeyRelease deletes an in-flight key, but only for its owner, so
 -- that a retry runs the work again.
@@ -53,19 +70,23 @@ WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account
 
 -- name: IdempotencyKeyDeleteExpired :execrows
 -- IdempotencyKeyDeleteExpired deletes up to max_rows rows whose expires_at
--- lies more than retention_ms in the past, oldest first, through the expiry
--- index. Rows locked by a running request are skipped, not waited for.
-DELETE FROM idempotency_keys AS k
-USING (
-    SELECT e.principal_id, e.account_id, e.key
+-- lies more than retention_ms in the past, oldest first. The subquery finds
+-- them through the expiry index and locks them (rows locked by a running
+-- request are skipped, not waited for); the DELETE then takes them by their
+-- physical location (ctid), which cannot change while they are locked, so
+-- it does not look each of them up again through the primary key. Under
+-- READ COMMITTED a row updated meanwhile is re-checked when it is locked, and
+-- a version the statement's snapshot cannot see is not deleted.
+DELETE FROM idempotency_keys
+WHERE ctid = ANY (ARRAY(
+    SELECT e.ctid
     FROM idempotency_keys AS e
     WHERE e.expires_at < coalesce(sqlc.narg('now')::timestamptz, statement_timestamp())
                          - sqlc.arg('retention_ms')::bigint * interval '1 millisecond'
     ORDER BY e.expires_at
     LIMIT sqlc.arg('max_rows')::int
     FOR UPDATE SKIP LOCKED
-) AS doomed
-WHERE k.principal_id = doomed.principal_id AND k.account_id = doomed.account_id AND k.key = doomed.key;
+));
 
 -- name: IdempotencyRateTake :one
 -- IdempotencyRateTake takes a token from a shared bucket: 0 when it did,

@@ -39,8 +39,12 @@ type spec struct {
 var specs = []spec{
 	{"Postgres miss, c=1: RunInTx / plain tx", "PostgresMiss/c=1/impl=RunInTx", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
 	{"Postgres miss, c=16: RunInTx / plain tx", "PostgresMiss/c=16/impl=RunInTx", "PostgresMiss/c=16/impl=plain-tx", "ns/op", "<= 1.3"},
-	{"Postgres replay, c=1: RunInTx / SELECT in tx", "PostgresReplay/c=1/impl=RunInTx", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1.2"},
-	{"Postgres replay, c=16: RunInTx / SELECT in tx", "PostgresReplay/c=16/impl=RunInTx", "PostgresReplay/c=16/impl=select-tx", "ns/op", "<= 1.2"},
+	{"Postgres replay, c=1: RunInTx / SELECT in tx", "PostgresReplay/c=1/impl=RunInTx", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1"},
+	{"Postgres replay, c=16: RunInTx / SELECT in tx", "PostgresReplay/c=16/impl=RunInTx", "PostgresReplay/c=16/impl=select-tx", "ns/op", "<= 1"},
+	{"Postgres replay, c=1: RunInTx with ReplayPreRead / SELECT in tx", "PostgresReplay/c=1/impl=RunInTx-preread", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1"},
+	{"Postgres replay, c=16: RunInTx with ReplayPreRead / SELECT in tx", "PostgresReplay/c=16/impl=RunInTx-preread", "PostgresReplay/c=16/impl=select-tx", "ns/op", "<= 1"},
+	{"Postgres miss, c=1: RunInTx with ReplayPreRead / plain tx", "PostgresMiss/c=1/impl=RunInTx-preread", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
+	{"Postgres miss, c=16: RunInTx with ReplayPreRead / plain tx", "PostgresMiss/c=16/impl=RunInTx-preread", "PostgresMiss/c=16/impl=plain-tx", "ns/op", ""},
 	{"Postgres replay: WAL bytes per replay, c=1", "PostgresReplay/c=1/impl=RunInTx", "", "WAL-B/op", "= 0"},
 	{"Postgres replay: WAL bytes per replay, c=16", "PostgresReplay/c=16/impl=RunInTx", "", "WAL-B/op", "= 0"},
 	{"Postgres miss: WAL bytes per miss, RunInTx, c=1", "PostgresMiss/c=1/impl=RunInTx", "", "WAL-B/op", ""},
@@ -48,6 +52,7 @@ var specs = []spec{
 	{"Postgres miss: WAL bytes per call, plain tx, c=1", "PostgresMiss/c=1/impl=plain-tx", "", "WAL-B/op", ""},
 	{"Postgres miss: round trips per miss, RunInTx", "PostgresMiss/c=1/impl=RunInTx", "", "RT/op", ""},
 	{"Postgres replay: round trips per replay, RunInTx", "PostgresReplay/c=1/impl=RunInTx", "", "RT/op", ""},
+	{"Postgres replay: round trips per replay, RunInTx with ReplayPreRead", "PostgresReplay/c=1/impl=RunInTx-preread", "", "RT/op", ""},
 	{"memstore Do replay, 1330 B payload, T=RawMessage (ns)", "MemstoreDo/payload=1330B/T=RawMessage/op=replay", "", "ns/op", "< 1000"},
 	{"memstore Do replay, 1330 B payload, T=struct (ns)", "MemstoreDo/payload=1330B/T=struct/op=replay", "", "ns/op", "< 1000"},
 	{"memstore Do replay, 34 B payload, T=RawMessage (ns)", "MemstoreDo/payload=34B/T=RawMessage/op=replay", "", "ns/op", "< 1000"},
@@ -69,8 +74,6 @@ var specs = []spec{
 	{"sweep: miss p99 during Store.Sweep / before", "PostgresSweep/sweep=Store.Sweep", "", "p99-ratio", "<= 1.2"},
 	{"sweep: Store.Sweep rows deleted per second (under load)", "PostgresSweep/sweep=Store.Sweep", "", "sweep-rows/s", ""},
 	// What the prototypes in integration/bench_test.go would give.
-	{"what-if miss, c=1: sketch-pipelined / plain tx", "PostgresMiss/c=1/impl=sketch-pipelined", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
-	{"what-if miss, c=16: sketch-pipelined / plain tx", "PostgresMiss/c=16/impl=sketch-pipelined", "PostgresMiss/c=16/impl=plain-tx", "ns/op", "<= 1.3"},
 	{"what-if miss, c=1: sketch-lock-batched / plain tx", "PostgresMiss/c=1/impl=sketch-lock-batched", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
 	{"what-if miss, c=16: sketch-lock-batched / plain tx", "PostgresMiss/c=16/impl=sketch-lock-batched", "PostgresMiss/c=16/impl=plain-tx", "ns/op", "<= 1.3"},
 	{"what-if miss, c=1: sketch-lock-pipelined / plain tx", "PostgresMiss/c=1/impl=sketch-lock-pipelined", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
@@ -78,10 +81,10 @@ var specs = []spec{
 	{"what-if miss: WAL bytes per miss, sketch-lock-pipelined, c=1", "PostgresMiss/c=1/impl=sketch-lock-pipelined", "", "WAL-B/op", ""},
 	{"what-if sweep, 20 ms pause between batches: miss p99 during / before", "PostgresSweep/sweep=sketch-pause-20ms", "", "p99-ratio", "<= 1.2"},
 	{"what-if sweep, 20 ms pause between batches: rows per second", "PostgresSweep/sweep=sketch-pause-20ms", "", "sweep-rows/s", ""},
-	{"what-if sweep, delete by ctid: miss p99 during / before", "PostgresSweep/sweep=sketch-ctid", "", "p99-ratio", "<= 1.2"},
-	{"what-if sweep, delete by ctid: rows per second", "PostgresSweep/sweep=sketch-ctid", "", "sweep-rows/s", ""},
-	{"what-if replay, c=1: sketch-preread / SELECT in tx", "PostgresReplay/c=1/impl=sketch-preread", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1.2"},
-	{"what-if replay, c=16: sketch-preread / SELECT in tx", "PostgresReplay/c=16/impl=sketch-preread", "PostgresReplay/c=16/impl=select-tx", "ns/op", "<= 1.2"},
+	{"sweep, batches of 100: miss p99 during / before", "PostgresSweep/sweep=Store.Sweep-batch100", "", "p99-ratio", "<= 1.2"},
+	{"sweep, batches of 100: rows per second", "PostgresSweep/sweep=Store.Sweep-batch100", "", "sweep-rows/s", ""},
+	{"before: sweep joining back through the primary key: miss p99 during / before", "PostgresSweep/sweep=sketch-join", "", "p99-ratio", "<= 1.2"},
+	{"before: sweep joining back through the primary key: rows per second", "PostgresSweep/sweep=sketch-join", "", "sweep-rows/s", ""},
 }
 
 // results maps a full benchmark name (with its -GOMAXPROCS suffix) to its
