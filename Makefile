@@ -117,6 +117,7 @@ bench:
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreDo -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/memstore.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreParallel -benchmem -benchtime 500ms -cpu 1,2 -count $(BENCH_COUNT) | tee -a $(BENCH_OUT)/memstore.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench 'MemstoreSealed|MemstoreKeyedRead' -benchmem -benchtime 200ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/sealed.txt
+	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreBytesPerEntry -benchtime 1x -count 3 | tee $(BENCH_OUT)/entrysize.txt
 	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=$(BENCH_COUNT) $(GO) test -run '^$$' -bench 'PostgresRoundTrip|PostgresMiss|PostgresReplay' -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/postgres.txt
 	set -o pipefail; cd integration && $(GO) test -run '^$$' -bench 'PostgresWALRecords' -benchtime 1x -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/walrecords.txt
 	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=3 IDEM_BENCH_ROWS=$(BENCH_ROWS) $(GO) test -run '^$$' -bench PostgresGrowth -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/growth.txt

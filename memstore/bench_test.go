@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -282,4 +283,52 @@ func BenchmarkMemstoreKeyedRead(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkMemstoreBytesPerEntry measures the heap one stored key costs,
+// for answers of several sizes: it completes 100 000 keys of one
+// principal through idem.Do, then reports the live heap they hold (after a
+// GC, against the empty store) per key as B/entry, and B/entry minus the
+// answer's own bytes as overhead-B/entry. The request payload is not kept
+// (only its SHA-256), so its size does not matter here.
+func BenchmarkMemstoreBytesPerEntry(b *testing.B) {
+	const n = 100_000
+	for _, size := range []int{200, 1 << 10, 10 << 10} {
+		answer := json.RawMessage(`{"media_buy_id":"mb_0123456789","pad":"` + strings.Repeat("x", size-41) + `"}`)
+		if len(answer) != size {
+			b.Fatalf("answer of %d bytes, want %d", len(answer), size)
+		}
+		b.Run("answer="+strconv.Itoa(size)+"B", func(b *testing.B) {
+			var perEntry float64
+			for b.Loop() {
+				perEntry = bytesPerEntry(b, n, answer)
+			}
+			b.ReportMetric(perEntry, "B/entry")
+			b.ReportMetric(perEntry-float64(size), "overhead-B/entry")
+		})
+	}
+}
+
+func bytesPerEntry(b *testing.B, n int, answer json.RawMessage) float64 {
+	s := memstore.New(&memstore.Options{SweepInterval: -1})
+	defer s.Close()
+	g, err := idem.NewGuard(s, &idem.Config{Limiter: idem.Unlimited})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := benchKeys("entry-size-key-", n)
+	payload := []byte(benchTinyPayload)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, k := range keys {
+		if _, err := idem.Do(context.Background(), g, benchRequest(k, payload), func(context.Context) (json.RawMessage, error) { return answer, nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keys = nil
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(s)
+	return float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
 }
