@@ -136,7 +136,7 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		if p.FormatID == "" {
 			return refused("INVALID_PARAMS", "seed_creative_format requires params.format_id"), nil
 		}
-		return seeded(s.catalog.seedFormat(p.FormatID, fixture))
+		return seeded(s.catalog.seedFormat(accountKey(req.Account), p.FormatID, fixture))
 	case "force_create_media_buy_arm":
 		switch {
 		case p.Arm != "submitted":

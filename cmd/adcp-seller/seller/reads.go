@@ -41,27 +41,49 @@ func (s *Seller) getProducts(_ context.Context, c *adcp.Call) (productsResponse,
 }
 
 type formatsResponse struct {
-	Formats []map[string]any `json:"formats"`
+	Formats    []map[string]any `json:"formats"`
+	Pagination pagination       `json:"pagination"`
 }
 
 // listCreativeFormats is list_creative_formats: the formats the catalog's
-// products take.
+// products take or, for an account that comply_test_controller seeded
+// formats for, those formats; a page of them.
 func (s *Seller) listCreativeFormats(_ context.Context, c *adcp.Call) (formatsResponse, error) {
-	var req readRequest
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return formatsResponse{}, err
 	}
-	return formatsResponse{Formats: s.catalog.formatList()}, nil
+	page, p, err := paginate("formats", s.catalog.formatList(accountKey(req.Account)), req.Pagination)
+	if err != nil {
+		return formatsResponse{}, err
+	}
+	return formatsResponse{Formats: page, Pagination: p}, nil
+}
+
+// accountKey is the account a request names, as an account id: the
+// account_id given, or the id of the natural key brand + operator; "" when
+// it names none.
+func accountKey(ref *accountRef) string {
+	switch {
+	case ref == nil:
+		return ""
+	case ref.AccountID != "":
+		return ref.AccountID
+	case ref.Brand != nil && ref.Brand.Domain != "" && ref.Operator != "":
+		return naturalAccount(ref).AccountID
+	}
+	return ""
 }
 
 type accountsResponse struct {
-	Accounts []account `json:"accounts"`
+	Accounts   []account  `json:"accounts"`
+	Pagination pagination `json:"pagination"`
 }
 
-// listAccounts is list_accounts: the accounts the caller has bought
-// under (accounts open with their first media buy).
+// listAccounts is list_accounts: a page of the accounts the caller has
+// bought under (accounts open with their first media buy), oldest first.
 func (s *Seller) listAccounts(ctx context.Context, c *adcp.Call) (accountsResponse, error) {
-	var req readRequest
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return accountsResponse{}, err
 	}
@@ -72,7 +94,11 @@ func (s *Seller) listAccounts(ctx context.Context, c *adcp.Call) (accountsRespon
 	if accts == nil {
 		accts = []account{}
 	}
-	return accountsResponse{Accounts: accts}, nil
+	page, p, err := paginate("accounts", accts, req.Pagination)
+	if err != nil {
+		return accountsResponse{}, err
+	}
+	return accountsResponse{Accounts: page, Pagination: p}, nil
 }
 
 type creativesResponse struct {
