@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/adcp-go/idempotency/adcp"
 )
@@ -23,6 +26,7 @@ var controllerScenarios = []string{
 	"seed_product",
 	"seed_pricing_option",
 	"seed_creative_format",
+	"seed_media_buy",
 	"force_creative_status",
 }
 
@@ -86,6 +90,7 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 	}
 	var p struct {
 		ProductID       string          `json:"product_id"`
+		MediaBuyID      string          `json:"media_buy_id"`
 		PricingOptionID string          `json:"pricing_option_id"`
 		FormatID        string          `json:"format_id"`
 		TaskID          string          `json:"task_id"`
@@ -137,6 +142,15 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 			return refused("INVALID_PARAMS", "seed_creative_format requires params.format_id"), nil
 		}
 		return seeded(s.catalog.seedFormat(accountKey(req.Account), p.FormatID, fixture))
+	case "seed_media_buy":
+		if p.MediaBuyID == "" {
+			return refused("INVALID_PARAMS", "seed_media_buy requires params.media_buy_id"), nil
+		}
+		b, se := seededBuy(c.Principal, p.MediaBuyID, req.Account, p.Fixture)
+		if se != nil {
+			return refused(se.Code, se.Detail), nil
+		}
+		return seeded(s.store.seedBuy(ctx, b))
 	case "force_create_media_buy_arm":
 		switch {
 		case p.Arm != "submitted":
@@ -180,4 +194,68 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		return controllerResult{Success: true, PreviousState: t.Status, CurrentState: "completed"}, nil
 	}
 	return refused("UNKNOWN_SCENARIO", "this seller does not implement this scenario; list_scenarios lists those it does"), nil
+}
+
+// errSeedBuyTaken refuses seeding a media buy id another principal holds.
+var errSeedBuyTaken = &seedError{"INVALID_PARAMS", "params.media_buy_id is taken: choose another id"}
+
+// seedBuyStatuses are the statuses a seeded media buy may take.
+var seedBuyStatuses = []string{"pending_creatives", "pending_start", "active", "paused", "completed", "canceled", "rejected"}
+
+// seededBuy makes the media buy seed_media_buy seeds for principal: the
+// fixture's status (default active), currency (USD), total_budget, flight
+// and packages, under the request's account (the sandbox account when it
+// names none).
+func seededBuy(principal, id string, ref *accountRef, raw json.RawMessage) (mediaBuy, *seedError) {
+	if !taskIDPattern.MatchString(id) {
+		return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.media_buy_id must be 1 to 255 of A-Za-z0-9_.:-"}
+	}
+	var f struct {
+		Name        string   `json:"name"`
+		Status      string   `json:"status"`
+		Currency    string   `json:"currency"`
+		TotalBudget *float64 `json:"total_budget"`
+		StartTime   string   `json:"start_time"`
+		EndTime     string   `json:"end_time"`
+		Packages    []pkg    `json:"packages"`
+	}
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.fixture is not a media buy: " + err.Error()}
+		}
+	}
+	b := mediaBuy{ID: id, Principal: principal, Name: f.Name, Status: f.Status, Currency: f.Currency,
+		StartTime: f.StartTime, EndTime: f.EndTime, Revision: 1, Packages: f.Packages, ConfirmedAt: time.Now().UTC()}
+	if b.Status == "" {
+		b.Status = "active"
+	} else if !slices.Contains(seedBuyStatuses, b.Status) {
+		return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.fixture.status must be one of " + strings.Join(seedBuyStatuses, ", ")}
+	}
+	if b.Currency == "" {
+		b.Currency = "USD"
+	}
+	if b.StartTime == "" {
+		b.StartTime = b.ConfirmedAt.Format(time.RFC3339)
+	}
+	if b.EndTime == "" {
+		b.EndTime = b.ConfirmedAt.AddDate(0, 1, 0).Format(time.RFC3339)
+	}
+	if b.Packages == nil {
+		b.Packages = []pkg{}
+	}
+	for _, p := range b.Packages {
+		b.TotalBudget += p.Budget
+	}
+	if f.TotalBudget != nil {
+		b.TotalBudget = *f.TotalBudget
+	}
+	switch {
+	case ref != nil && ref.Brand != nil && ref.Brand.Domain != "" && ref.Operator != "":
+		b.Account = naturalAccount(ref)
+	case ref != nil && ref.AccountID != "":
+		b.Account = account{AccountID: ref.AccountID, Name: ref.AccountID, Status: "active", Sandbox: ref.Sandbox}
+	default:
+		b.Account = naturalAccount(&accountRef{Brand: &brandRef{Domain: "test.example"}, Operator: "test.example", Sandbox: true})
+	}
+	return b, nil
 }

@@ -191,6 +191,23 @@ func (m *memoryStore) buys(_ context.Context, principal string, ids []string) ([
 	return out, nil
 }
 
+func (m *memoryStore) seedBuy(_ context.Context, b mediaBuy) (bool, error) {
+	b = cloneBuy(b)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.byID[b.ID]
+	switch {
+	case ok && old.Principal != b.Principal:
+		return false, errSeedBuyTaken
+	case ok:
+		m.byID[b.ID] = &b
+		return false, nil
+	}
+	m.byID[b.ID] = &b
+	m.owned[b.Principal] = append(m.owned[b.Principal], b.ID)
+	return true, nil
+}
+
 func (m *memoryStore) count(_ context.Context, principal string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -129,3 +129,50 @@ func paginationScenario(t *testing.T, env Env) {
 		t.Fatalf("list_accounts walked %v: want each account once", accts)
 	}
 }
+
+// seedMediaBuys: comply_test_controller's seed_media_buy makes media buys
+// get_media_buys lists under the request's account, a page at a time
+// (get_media_buys_pagination_integrity); a replay re-seeds, a bad status
+// is refused, and a principal outside the sandbox is FORBIDDEN.
+func seedMediaBuys(t *testing.T, env Env) {
+	cs := Dial(t, env.URL, Token)
+	brand := newKey("seedmb")[:22] + ".example"
+	acct := map[string]any{"brand": map[string]any{"domain": brand}, "operator": brand, "sandbox": true}
+	// The ids start with "seeded_": a seeded buy has no idempotent answer,
+	// and integration.TestPostgresSeller tells them apart by this prefix.
+	prefix := "seeded_" + newKey("s")[:20]
+	var ids []string
+	for i := range 3 {
+		id := fmt.Sprintf("%s_%d", prefix, i)
+		ids = append(ids, id)
+		if r := controllerFor(t, cs, acct, "seed_media_buy", map[string]any{"media_buy_id": id, "fixture": map[string]any{"status": "active", "currency": "USD"}}); r["success"] != true {
+			t.Fatalf("seed_media_buy: %v", r)
+		}
+	}
+	if r := controllerFor(t, cs, acct, "seed_media_buy", map[string]any{"media_buy_id": ids[0], "fixture": map[string]any{"status": "active", "currency": "USD"}}); r["success"] != true {
+		t.Fatalf("seed_media_buy replayed: %v", r)
+	}
+	buyID := func(b map[string]any) string { return b["media_buy_id"].(string) }
+	ref := map[string]any{"brand": map[string]any{"domain": brand}, "operator": brand}
+	if got := walk(t, cs, "get_media_buys", map[string]any{"account": ref}, "media_buys", buyID, 2); !slices.Equal(got, ids) {
+		t.Fatalf("get_media_buys lists %v, want the seeded %v", got, ids)
+	}
+	one := Call(t, cs, "get_media_buys", map[string]any{"media_buy_ids": []any{ids[2]}})
+	bs, _ := one.Body["media_buys"].([]any)
+	if pg, _ := one.Body["pagination"].(map[string]any); len(bs) != 1 || bs[0].(map[string]any)["status"] != "active" || bs[0].(map[string]any)["currency"] != "USD" || pg["has_more"] != false {
+		t.Fatalf("get_media_buys of a seeded buy: %s", one.Raw)
+	}
+	if r := controllerFor(t, cs, acct, "seed_media_buy", map[string]any{"media_buy_id": prefix + "_bad", "fixture": map[string]any{"status": "flying"}}); r["success"] != false || r["error"] != "INVALID_PARAMS" {
+		t.Fatalf("seed_media_buy with an unknown status: %v", r)
+	}
+	if r := controllerFor(t, cs, acct, "seed_media_buy", map[string]any{}); r["success"] != false || r["error"] != "INVALID_PARAMS" {
+		t.Fatalf("seed_media_buy without media_buy_id: %v", r)
+	}
+	other := Dial(t, env.URL, Token2)
+	if r := controllerFor(t, other, acct, "seed_media_buy", map[string]any{"media_buy_id": prefix + "_other"}); r["success"] != false || r["error"] != "FORBIDDEN" {
+		t.Fatalf("seed_media_buy by a principal outside the sandbox: %v", r)
+	}
+	if n := len(Call(t, other, "get_media_buys", map[string]any{"media_buy_ids": []any{ids[0]}}).Body["media_buys"].([]any)); n != 0 {
+		t.Fatalf("another principal sees a seeded buy")
+	}
+}
