@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ var controllerScenarios = []string{
 	"seed_pricing_option",
 	"seed_creative_format",
 	"seed_media_buy",
+	"seed_creative",
 	"force_creative_status",
 }
 
@@ -161,14 +163,37 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		s.controller.arm(c.Principal, forcedArm{taskID: p.TaskID})
 		return controllerResult{Success: true, Message: "the next create_media_buy answers submitted with this task_id",
 			Forced: &forced{Arm: p.Arm, TaskID: p.TaskID}}, nil
+	case "seed_creative":
+		if p.CreativeID == "" {
+			return refused("INVALID_PARAMS", "seed_creative requires params.creative_id"), nil
+		}
+		cr, se := seededCreative(p.CreativeID, fixture)
+		if se != nil {
+			return refused(se.Code, se.Detail), nil
+		}
+		return seeded(s.store.putCreative(ctx, c.Principal, p.CreativeID, mustJSON(cr)))
 	case "force_creative_status":
-		// This seller takes no creatives (it has no sync_creatives), so its
-		// creative library is empty: a well-formed request names a
-		// creative that does not exist.
+		// The library holds the creatives seed_creative seeded (this
+		// seller takes none from buyers: it has no sync_creatives).
 		if p.CreativeID == "" || p.Status == "" {
 			return refused("INVALID_PARAMS", "force_creative_status requires params.creative_id and params.status"), nil
 		}
-		return refused("NOT_FOUND", "no creative with this creative_id: this seller's creative library is empty (it takes no creatives)"), nil
+		if !slices.Contains(creativeStatuses, p.Status) {
+			return refused("INVALID_PARAMS", "params.status must be one of "+strings.Join(creativeStatuses, ", ")), nil
+		}
+		cr, ok, err := s.creative(ctx, c.Principal, p.CreativeID)
+		if err != nil {
+			return controllerResult{}, err
+		}
+		if !ok {
+			return refused("NOT_FOUND", "no creative with this creative_id in the caller's library (seed_creative adds creatives)"), nil
+		}
+		prev, _ := cr["status"].(string)
+		cr["status"], cr["updated_date"] = p.Status, time.Now().UTC().Format(time.RFC3339)
+		if _, err := s.store.putCreative(ctx, c.Principal, p.CreativeID, mustJSON(cr)); err != nil {
+			return controllerResult{}, err
+		}
+		return controllerResult{Success: true, PreviousState: prev, CurrentState: p.Status}, nil
 	case "force_task_completion":
 		var result map[string]any
 		switch {
@@ -258,4 +283,48 @@ func seededBuy(principal, id string, ref *accountRef, raw json.RawMessage) (medi
 		b.Account = naturalAccount(&accountRef{Brand: &brandRef{Domain: "test.example"}, Operator: "test.example", Sandbox: true})
 	}
 	return b, nil
+}
+
+// creativeStatuses are AdCP's creative statuses (enums/creative-status.json).
+var creativeStatuses = []string{"processing", "pending_review", "approved", "rejected", "archived"}
+
+// seededCreative makes the creative seed_creative seeds: the fixture over
+// the members a listed creative requires (a name, a standard format,
+// status approved, its dates).
+func seededCreative(id string, fixture map[string]any) (map[string]any, *seedError) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	cr := map[string]any{"name": id, "format_id": formatRef("display_300x250"), "status": "approved", "created_date": now, "updated_date": now}
+	for k, v := range fixture {
+		cr[k] = v
+	}
+	cr["creative_id"] = id
+	if f, ok := cr["format_id"].(map[string]any); ok {
+		if _, set := f["agent_url"]; !set {
+			f["agent_url"] = formatAgent
+		}
+	} else {
+		return nil, &seedError{"INVALID_PARAMS", "params.fixture.format_id must be an object {agent_url, id}"}
+	}
+	if st, _ := cr["status"].(string); !slices.Contains(creativeStatuses, st) {
+		return nil, &seedError{"INVALID_PARAMS", "params.fixture.status must be one of " + strings.Join(creativeStatuses, ", ")}
+	}
+	return cr, nil
+}
+
+// creative finds one of principal's creatives.
+func (s *Seller) creative(ctx context.Context, principal, id string) (map[string]any, bool, error) {
+	lib, err := s.store.creatives(ctx, principal)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, raw := range lib {
+		var cr map[string]any
+		if err := json.Unmarshal(raw, &cr); err != nil {
+			return nil, false, fmt.Errorf("a stored creative: %w", err)
+		}
+		if cr["creative_id"] == id {
+			return cr, true, nil
+		}
+	}
+	return nil, false, nil
 }

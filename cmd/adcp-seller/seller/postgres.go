@@ -280,6 +280,26 @@ func (s *postgresStore) seedBuy(ctx context.Context, b mediaBuy) (bool, error) {
 	return fresh, err
 }
 
+func (s *postgresStore) putCreative(ctx context.Context, principal, id string, creative json.RawMessage) (bool, error) {
+	fresh, err := s.q.CreativeUpsert(ctx, s.db, sellerdb.CreativeUpsertParams{PrincipalID: principal, CreativeID: id, Creative: creative})
+	if err != nil {
+		return false, fmt.Errorf("storing the creative: %w", err)
+	}
+	return fresh, nil
+}
+
+func (s *postgresStore) creatives(ctx context.Context, principal string) ([]json.RawMessage, error) {
+	rows, err := s.q.CreativeList(ctx, s.db, principal)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, json.RawMessage(r))
+	}
+	return out, nil
+}
+
 func (s *postgresStore) count(ctx context.Context, principal string) (int, error) {
 	n, err := s.q.MediaBuyCount(ctx, s.db, principal)
 	return int(n), err

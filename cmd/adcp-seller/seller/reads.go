@@ -2,6 +2,7 @@ package seller
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/adcp-go/idempotency/adcp"
 )
@@ -106,18 +107,31 @@ type creativesResponse struct {
 		TotalMatching int `json:"total_matching"`
 		Returned      int `json:"returned"`
 	} `json:"query_summary"`
-	Pagination struct {
-		HasMore bool `json:"has_more"`
-	} `json:"pagination"`
-	Creatives []any `json:"creatives"`
+	Pagination pagination        `json:"pagination"`
+	Creatives  []json.RawMessage `json:"creatives"`
 }
 
-// listCreatives is list_creatives. This sandbox seller takes no creatives
-// (it has no sync_creatives), so the library is always empty.
-func (s *Seller) listCreatives(_ context.Context, c *adcp.Call) (creativesResponse, error) {
-	var req readRequest
+// listCreatives is list_creatives: a page of the caller's creative
+// library, oldest first. The library holds what comply_test_controller's
+// seed_creative seeded: this seller takes no creatives from buyers (it has
+// no sync_creatives).
+func (s *Seller) listCreatives(ctx context.Context, c *adcp.Call) (creativesResponse, error) {
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return creativesResponse{}, err
 	}
-	return creativesResponse{Creatives: []any{}}, nil
+	lib, err := s.store.creatives(ctx, c.Principal)
+	if err != nil {
+		return creativesResponse{}, err
+	}
+	page, p, err := paginate("creatives", lib, req.Pagination)
+	if err != nil {
+		return creativesResponse{}, err
+	}
+	out := creativesResponse{Pagination: p, Creatives: page}
+	if out.Creatives == nil {
+		out.Creatives = []json.RawMessage{}
+	}
+	out.QuerySummary.TotalMatching, out.QuerySummary.Returned = len(lib), len(page)
+	return out, nil
 }

@@ -39,8 +39,8 @@ func (s *Seller) newTools() []tool {
 			list, adcp.Read(g, opts, s.listCreativeFormats)},
 		{"list_accounts", "The caller's accounts (an account opens with its first media buy), a page at a time (pagination.max_results, cursor).",
 			list, adcp.Read(g, opts, s.listAccounts)},
-		{"list_creatives", "The caller's creative library (always empty: this seller takes no creatives).",
-			read, adcp.Read(g, opts, s.listCreatives)},
+		{"list_creatives", "The caller's creative library, a page at a time (pagination.max_results, cursor): the creatives comply_test_controller seeded (this seller takes none from buyers).",
+			list, adcp.Read(g, opts, s.listCreatives)},
 		{"create_media_buy", "Create a media buy. Requires idempotency_key: a retry with the same key gets the first answer back, never a second buy. With push_notification_config (AdCP 3.1+) it answers submitted with a task_id and reports the outcome by webhook.",
 			inputSchema[createRequest]("idempotency_key", "account", "brand", "start_time", "end_time", "packages"),
 			s.store.mutating(opts, s.createMediaBuy)},
@@ -53,7 +53,7 @@ func (s *Seller) newTools() []tool {
 			inputSchema[taskStatusRequest]("task_id"), adcp.Read(g, opts, s.getTaskStatus)},
 	}
 	if len(s.cfg.Sandbox) > 0 {
-		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options and formats; force the next create_media_buy to answer submitted; complete a task.",
+		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options, formats, media buys and creatives; force a creative's status; force the next create_media_buy to answer submitted; complete a task.",
 			inputSchema[controllerRequest]("scenario"), adcp.ReadOnly(opts, s.comply)})
 	}
 	return tools

@@ -56,6 +56,7 @@ func Run32(t *testing.T, env Env) {
 	t.Run("Assessment", func(t *testing.T) { assessment(t, env) })
 	t.Run("Pagination", func(t *testing.T) { paginationScenario(t, env) })
 	t.Run("SeedMediaBuy", func(t *testing.T) { seedMediaBuys(t, env) })
+	t.Run("SeedCreative", func(t *testing.T) { seedCreatives(t, env) })
 }
 
 func correlation(t *testing.T, a Answer) any {

@@ -176,3 +176,59 @@ func seedMediaBuys(t *testing.T, env Env) {
 		t.Fatalf("another principal sees a seeded buy")
 	}
 }
+
+// seedCreatives: comply_test_controller's seed_creative fills the
+// caller's creative library, which list_creatives lists a page at a time
+// with its query_summary (pagination_integrity); force_creative_status
+// changes a seeded creative's status; a principal outside the sandbox is
+// FORBIDDEN and sees none of them.
+func seedCreatives(t *testing.T, env Env) {
+	cs := Dial(t, env.URL, Token)
+	prefix := "cr_" + newKey("s")[:20]
+	var ids []string
+	for i := range 3 {
+		id := fmt.Sprintf("%s_%d", prefix, i)
+		ids = append(ids, id)
+		if r := controllerCall(t, cs, "seed_creative", map[string]any{"creative_id": id, "fixture": map[string]any{"status": "approved", "format_id": map[string]any{"id": "display_static"}}}); r["success"] != true {
+			t.Fatalf("seed_creative: %v", r)
+		}
+	}
+	if r := controllerCall(t, cs, "seed_creative", map[string]any{"creative_id": ids[0], "fixture": map[string]any{"status": "approved", "format_id": map[string]any{"id": "display_static"}}}); r["success"] != true {
+		t.Fatalf("seed_creative replayed: %v", r)
+	}
+	crID := func(c map[string]any) string { return c["creative_id"].(string) }
+	got := walk(t, cs, "list_creatives", map[string]any{}, "creatives", crID, 2)
+	if len(got) < 3 || !slices.Equal(got[len(got)-3:], ids) {
+		t.Fatalf("list_creatives lists %v, want the seeded %v last, once each", got, ids)
+	}
+	first := Call(t, cs, "list_creatives", map[string]any{"pagination": map[string]any{"max_results": 2}})
+	if q, _ := first.Body["query_summary"].(map[string]any); q["total_matching"] != float64(len(got)) || q["returned"] != float64(2) {
+		t.Fatalf("list_creatives query_summary: %s", first.Raw)
+	}
+	if r := controllerCall(t, cs, "force_creative_status", map[string]any{"creative_id": ids[1], "status": "rejected"}); r["success"] != true || r["previous_state"] != "approved" || r["current_state"] != "rejected" {
+		t.Fatalf("force_creative_status on a seeded creative: %v", r)
+	}
+	if r := controllerCall(t, cs, "force_creative_status", map[string]any{"creative_id": ids[1], "status": "flying"}); r["success"] != false || r["error"] != "INVALID_PARAMS" {
+		t.Fatalf("force_creative_status to an unknown status: %v", r)
+	}
+	all := Call(t, cs, "list_creatives", map[string]any{"pagination": map[string]any{"max_results": 100}})
+	for _, c := range all.Body["creatives"].([]any) {
+		m := c.(map[string]any)
+		if m["creative_id"] == ids[1] && m["status"] != "rejected" || m["creative_id"] == ids[0] && m["status"] != "approved" {
+			t.Fatalf("a creative's status after force_creative_status: %v", m)
+		}
+		if f, _ := m["format_id"].(map[string]any); m["creative_id"] == ids[0] && (f["id"] != "display_static" || f["agent_url"] != "https://creative.adcontextprotocol.org") {
+			t.Fatalf("a seeded creative's format_id: %v", f)
+		}
+	}
+	if r := controllerCall(t, cs, "seed_creative", map[string]any{"creative_id": prefix + "_bad", "fixture": map[string]any{"status": "flying"}}); r["success"] != false || r["error"] != "INVALID_PARAMS" {
+		t.Fatalf("seed_creative with an unknown status: %v", r)
+	}
+	other := Dial(t, env.URL, Token2)
+	if r := controllerCall(t, other, "seed_creative", map[string]any{"creative_id": prefix + "_other"}); r["success"] != false || r["error"] != "FORBIDDEN" {
+		t.Fatalf("seed_creative by a principal outside the sandbox: %v", r)
+	}
+	if n := len(Call(t, other, "list_creatives", map[string]any{}).Body["creatives"].([]any)); n != 0 {
+		t.Fatalf("another principal lists %d creatives, want none", n)
+	}
+}
