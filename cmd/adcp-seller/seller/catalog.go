@@ -35,7 +35,11 @@ type catalog struct {
 	order    []string // product ids, in the order they were added
 	formats  map[string]map[string]any
 	fOrder   []string
-	seeds    map[string][sha256.Size]byte // seed key -> canonical hash of its fixture
+	// byAccount are the formats seeded for one account (by accountKey),
+	// in the order they were seeded: list_creative_formats for that
+	// account lists them alone.
+	byAccount map[string][]map[string]any
+	seeds     map[string][sha256.Size]byte // seed key -> canonical hash of its fixture
 }
 
 // pricingOption is what create_media_buy needs of a product's pricing
@@ -50,7 +54,8 @@ type pricingOption struct {
 }
 
 func newCatalog() *catalog {
-	c := &catalog{products: map[string]map[string]any{}, formats: map[string]map[string]any{}, seeds: map[string][sha256.Size]byte{}}
+	c := &catalog{products: map[string]map[string]any{}, formats: map[string]map[string]any{}, seeds: map[string][sha256.Size]byte{},
+		byAccount: map[string][]map[string]any{}}
 	c.putFormat("display_300x250", map[string]any{"name": "Medium rectangle 300x250", "type": "display",
 		"renders": []any{map[string]any{"role": "primary", "dimensions": map[string]any{"width": 300, "height": 250}}}})
 	c.putFormat("display_728x90", map[string]any{"name": "Leaderboard 728x90", "type": "display",
@@ -203,11 +208,25 @@ func (c *catalog) seedPricingOption(productID, optionID string, fixture map[stri
 	})
 }
 
-// seedFormat adds or replaces a creative format.
-func (c *catalog) seedFormat(id string, fixture map[string]any) (bool, error) {
+// seedFormat adds or replaces a creative format: one of the catalog's, or,
+// when acct (an accountKey) is set, one of that account's.
+func (c *catalog) seedFormat(acct, id string, fixture map[string]any) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.seed("format:"+id, fixture, func() { c.putFormat(id, fixture) })
+	if acct == "" {
+		return c.seed("format:"+id, fixture, func() { c.putFormat(id, fixture) })
+	}
+	return c.seed("format:"+acct+"/"+id, fixture, func() {
+		f := map[string]any{"name": id}
+		maps.Copy(f, fixture)
+		f["format_id"] = formatRef(id)
+		fs := c.byAccount[acct]
+		if i := slices.IndexFunc(fs, func(o map[string]any) bool { return o["format_id"].(map[string]any)["id"] == id }); i >= 0 {
+			fs[i] = f
+			return
+		}
+		c.byAccount[acct] = append(fs, f)
+	})
 }
 
 // productList returns the products (deep copies, so callers may not
@@ -232,9 +251,19 @@ func (c *catalog) productList(deliveryType string, channels []string) []map[stri
 	return out
 }
 
-func (c *catalog) formatList() []map[string]any {
+// formatList returns the formats (deep copies) list_creative_formats
+// lists for acct (an accountKey, or ""): those seeded for that account if
+// any were, else the catalog's.
+func (c *catalog) formatList(acct string) []map[string]any {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if fs := c.byAccount[acct]; acct != "" && len(fs) > 0 {
+		out := make([]map[string]any, 0, len(fs))
+		for _, f := range fs {
+			out = append(out, deepCopy(f))
+		}
+		return out
+	}
 	out := make([]map[string]any, 0, len(c.fOrder))
 	for _, id := range c.fOrder {
 		out = append(out, deepCopy(c.formats[id]))

@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/adcp-go/idempotency/adcp"
 )
@@ -23,6 +27,8 @@ var controllerScenarios = []string{
 	"seed_product",
 	"seed_pricing_option",
 	"seed_creative_format",
+	"seed_media_buy",
+	"seed_creative",
 	"force_creative_status",
 }
 
@@ -86,6 +92,7 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 	}
 	var p struct {
 		ProductID       string          `json:"product_id"`
+		MediaBuyID      string          `json:"media_buy_id"`
 		PricingOptionID string          `json:"pricing_option_id"`
 		FormatID        string          `json:"format_id"`
 		TaskID          string          `json:"task_id"`
@@ -136,7 +143,16 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		if p.FormatID == "" {
 			return refused("INVALID_PARAMS", "seed_creative_format requires params.format_id"), nil
 		}
-		return seeded(s.catalog.seedFormat(p.FormatID, fixture))
+		return seeded(s.catalog.seedFormat(accountKey(req.Account), p.FormatID, fixture))
+	case "seed_media_buy":
+		if p.MediaBuyID == "" {
+			return refused("INVALID_PARAMS", "seed_media_buy requires params.media_buy_id"), nil
+		}
+		b, se := seededBuy(c.Principal, p.MediaBuyID, req.Account, p.Fixture)
+		if se != nil {
+			return refused(se.Code, se.Detail), nil
+		}
+		return seeded(s.store.seedBuy(ctx, b))
 	case "force_create_media_buy_arm":
 		switch {
 		case p.Arm != "submitted":
@@ -147,14 +163,37 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		s.controller.arm(c.Principal, forcedArm{taskID: p.TaskID})
 		return controllerResult{Success: true, Message: "the next create_media_buy answers submitted with this task_id",
 			Forced: &forced{Arm: p.Arm, TaskID: p.TaskID}}, nil
+	case "seed_creative":
+		if p.CreativeID == "" {
+			return refused("INVALID_PARAMS", "seed_creative requires params.creative_id"), nil
+		}
+		cr, se := seededCreative(p.CreativeID, fixture)
+		if se != nil {
+			return refused(se.Code, se.Detail), nil
+		}
+		return seeded(s.store.putCreative(ctx, c.Principal, p.CreativeID, mustJSON(cr)))
 	case "force_creative_status":
-		// This seller takes no creatives (it has no sync_creatives), so its
-		// creative library is empty: a well-formed request names a
-		// creative that does not exist.
+		// The library holds the creatives seed_creative seeded (this
+		// seller takes none from buyers: it has no sync_creatives).
 		if p.CreativeID == "" || p.Status == "" {
 			return refused("INVALID_PARAMS", "force_creative_status requires params.creative_id and params.status"), nil
 		}
-		return refused("NOT_FOUND", "no creative with this creative_id: this seller's creative library is empty (it takes no creatives)"), nil
+		if !slices.Contains(creativeStatuses, p.Status) {
+			return refused("INVALID_PARAMS", "params.status must be one of "+strings.Join(creativeStatuses, ", ")), nil
+		}
+		cr, ok, err := s.creative(ctx, c.Principal, p.CreativeID)
+		if err != nil {
+			return controllerResult{}, err
+		}
+		if !ok {
+			return refused("NOT_FOUND", "no creative with this creative_id in the caller's library (seed_creative adds creatives)"), nil
+		}
+		prev, _ := cr["status"].(string)
+		cr["status"], cr["updated_date"] = p.Status, time.Now().UTC().Format(time.RFC3339)
+		if _, err := s.store.putCreative(ctx, c.Principal, p.CreativeID, mustJSON(cr)); err != nil {
+			return controllerResult{}, err
+		}
+		return controllerResult{Success: true, PreviousState: prev, CurrentState: p.Status}, nil
 	case "force_task_completion":
 		var result map[string]any
 		switch {
@@ -180,4 +219,112 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		return controllerResult{Success: true, PreviousState: t.Status, CurrentState: "completed"}, nil
 	}
 	return refused("UNKNOWN_SCENARIO", "this seller does not implement this scenario; list_scenarios lists those it does"), nil
+}
+
+// errSeedBuyTaken refuses seeding a media buy id another principal holds.
+var errSeedBuyTaken = &seedError{"INVALID_PARAMS", "params.media_buy_id is taken: choose another id"}
+
+// seedBuyStatuses are the statuses a seeded media buy may take.
+var seedBuyStatuses = []string{"pending_creatives", "pending_start", "active", "paused", "completed", "canceled", "rejected"}
+
+// seededBuy makes the media buy seed_media_buy seeds for principal: the
+// fixture's status (default active), currency (USD), total_budget, flight
+// and packages, under the request's account (the sandbox account when it
+// names none).
+func seededBuy(principal, id string, ref *accountRef, raw json.RawMessage) (mediaBuy, *seedError) {
+	if !taskIDPattern.MatchString(id) {
+		return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.media_buy_id must be 1 to 255 of A-Za-z0-9_.:-"}
+	}
+	var f struct {
+		Name        string   `json:"name"`
+		Status      string   `json:"status"`
+		Currency    string   `json:"currency"`
+		TotalBudget *float64 `json:"total_budget"`
+		StartTime   string   `json:"start_time"`
+		EndTime     string   `json:"end_time"`
+		Packages    []pkg    `json:"packages"`
+	}
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &f); err != nil {
+			return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.fixture is not a media buy: " + err.Error()}
+		}
+	}
+	b := mediaBuy{ID: id, Principal: principal, Name: f.Name, Status: f.Status, Currency: f.Currency,
+		StartTime: f.StartTime, EndTime: f.EndTime, Revision: 1, Packages: f.Packages, ConfirmedAt: time.Now().UTC()}
+	if b.Status == "" {
+		b.Status = "active"
+	} else if !slices.Contains(seedBuyStatuses, b.Status) {
+		return mediaBuy{}, &seedError{"INVALID_PARAMS", "params.fixture.status must be one of " + strings.Join(seedBuyStatuses, ", ")}
+	}
+	if b.Currency == "" {
+		b.Currency = "USD"
+	}
+	if b.StartTime == "" {
+		b.StartTime = b.ConfirmedAt.Format(time.RFC3339)
+	}
+	if b.EndTime == "" {
+		b.EndTime = b.ConfirmedAt.AddDate(0, 1, 0).Format(time.RFC3339)
+	}
+	if b.Packages == nil {
+		b.Packages = []pkg{}
+	}
+	for _, p := range b.Packages {
+		b.TotalBudget += p.Budget
+	}
+	if f.TotalBudget != nil {
+		b.TotalBudget = *f.TotalBudget
+	}
+	switch {
+	case ref != nil && ref.Brand != nil && ref.Brand.Domain != "" && ref.Operator != "":
+		b.Account = naturalAccount(ref)
+	case ref != nil && ref.AccountID != "":
+		b.Account = account{AccountID: ref.AccountID, Name: ref.AccountID, Status: "active", Sandbox: ref.Sandbox}
+	default:
+		b.Account = naturalAccount(&accountRef{Brand: &brandRef{Domain: "test.example"}, Operator: "test.example", Sandbox: true})
+	}
+	return b, nil
+}
+
+// creativeStatuses are AdCP's creative statuses (enums/creative-status.json).
+var creativeStatuses = []string{"processing", "pending_review", "approved", "rejected", "archived"}
+
+// seededCreative makes the creative seed_creative seeds: the fixture over
+// the members a listed creative requires (a name, a standard format,
+// status approved, its dates).
+func seededCreative(id string, fixture map[string]any) (map[string]any, *seedError) {
+	now := time.Now().UTC().Format(time.RFC3339)
+	cr := map[string]any{"name": id, "format_id": formatRef("display_300x250"), "status": "approved", "created_date": now, "updated_date": now}
+	for k, v := range fixture {
+		cr[k] = v
+	}
+	cr["creative_id"] = id
+	if f, ok := cr["format_id"].(map[string]any); ok {
+		if _, set := f["agent_url"]; !set {
+			f["agent_url"] = formatAgent
+		}
+	} else {
+		return nil, &seedError{"INVALID_PARAMS", "params.fixture.format_id must be an object {agent_url, id}"}
+	}
+	if st, _ := cr["status"].(string); !slices.Contains(creativeStatuses, st) {
+		return nil, &seedError{"INVALID_PARAMS", "params.fixture.status must be one of " + strings.Join(creativeStatuses, ", ")}
+	}
+	return cr, nil
+}
+
+// creative finds one of principal's creatives.
+func (s *Seller) creative(ctx context.Context, principal, id string) (map[string]any, bool, error) {
+	lib, err := s.store.creatives(ctx, principal)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, raw := range lib {
+		var cr map[string]any
+		if err := json.Unmarshal(raw, &cr); err != nil {
+			return nil, false, fmt.Errorf("a stored creative: %w", err)
+		}
+		if cr["creative_id"] == id {
+			return cr, true, nil
+		}
+	}
+	return nil, false, nil
 }

@@ -393,7 +393,8 @@ func affectedPackages(b mediaBuy, ids []string) []pkg {
 }
 
 type getMediaBuysResponse struct {
-	MediaBuys []mediaBuyOut `json:"media_buys"`
+	MediaBuys  []mediaBuyOut `json:"media_buys"`
+	Pagination pagination    `json:"pagination"`
 }
 
 // mediaBuyOut is a media buy as get_media_buys lists it ("status" here is
@@ -418,19 +419,21 @@ func (s *Seller) getMediaBuys(ctx context.Context, c *adcp.Call) (getMediaBuysRe
 		return getMediaBuysResponse{}, err
 	}
 	out := getMediaBuysResponse{MediaBuys: []mediaBuyOut{}}
-	var acct string
-	if req.Account != nil {
-		if req.Account.AccountID != "" {
-			acct = req.Account.AccountID
-		} else if req.Account.Brand != nil && req.Account.Brand.Domain != "" && req.Account.Operator != "" {
-			acct = naturalAccount(req.Account).AccountID
-		}
-	}
+	acct := accountKey(req.Account)
+	var all []mediaBuyOut
 	for _, b := range buys {
 		if acct == "" || b.Account.AccountID == acct {
-			out.MediaBuys = append(out.MediaBuys, mediaBuyOut{mediaBuy: b, ConfirmedAt: b.ConfirmedAt.Format(time.RFC3339)})
+			all = append(all, mediaBuyOut{mediaBuy: b, ConfirmedAt: b.ConfirmedAt.Format(time.RFC3339)})
 		}
 	}
+	page, p, err := paginate("media_buys", all, req.Pagination)
+	if err != nil {
+		return getMediaBuysResponse{}, err
+	}
+	if page != nil {
+		out.MediaBuys = page
+	}
+	out.Pagination = p
 	return out, nil
 }
 

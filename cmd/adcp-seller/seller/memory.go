@@ -2,6 +2,7 @@ package seller
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"sync"
@@ -29,6 +30,8 @@ type memoryStore struct {
 	byID  map[string]*mediaBuy
 	owned map[string][]string // media buy ids by principal, oldest first
 	tasks map[string]*task
+	// library is each principal's creatives, oldest first.
+	library map[string][]storedCreative
 	// finishing serialises task completions, so that one task completes
 	// once.
 	finishing sync.Mutex
@@ -47,7 +50,7 @@ func newMemoryStore(cfg *idem.Config, sender *webhook.Sender, log *slog.Logger, 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &memoryStore{mem: mem, g: g, sender: sender, log: log, complete: complete,
-		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, ctx: ctx, cancel: cancel}, nil
+		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, library: map[string][]storedCreative{}, ctx: ctx, cancel: cancel}, nil
 }
 
 func (m *memoryStore) mode() string { return "memory" }
@@ -187,6 +190,52 @@ func (m *memoryStore) buys(_ context.Context, principal string, ids []string) ([
 		if len(ids) == 0 || slices.Contains(ids, id) {
 			out = append(out, cloneBuy(*m.byID[id]))
 		}
+	}
+	return out, nil
+}
+
+func (m *memoryStore) seedBuy(_ context.Context, b mediaBuy) (bool, error) {
+	b = cloneBuy(b)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.byID[b.ID]
+	switch {
+	case ok && old.Principal != b.Principal:
+		return false, errSeedBuyTaken
+	case ok:
+		m.byID[b.ID] = &b
+		return false, nil
+	}
+	m.byID[b.ID] = &b
+	m.owned[b.Principal] = append(m.owned[b.Principal], b.ID)
+	return true, nil
+}
+
+// storedCreative is a creative of a principal's library, in memory.
+type storedCreative struct {
+	id       string
+	creative json.RawMessage
+}
+
+func (m *memoryStore) putCreative(_ context.Context, principal, id string, creative json.RawMessage) (bool, error) {
+	creative = slices.Clone(creative)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	lib := m.library[principal]
+	if i := slices.IndexFunc(lib, func(c storedCreative) bool { return c.id == id }); i >= 0 {
+		lib[i].creative = creative
+		return false, nil
+	}
+	m.library[principal] = append(lib, storedCreative{id, creative})
+	return true, nil
+}
+
+func (m *memoryStore) creatives(_ context.Context, principal string) ([]json.RawMessage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]json.RawMessage, 0, len(m.library[principal]))
+	for _, c := range m.library[principal] {
+		out = append(out, slices.Clone(c.creative))
 	}
 	return out, nil
 }

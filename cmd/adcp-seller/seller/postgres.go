@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -259,6 +260,44 @@ func decodeBuy(principal, id string, acct []byte, name, status, currency string,
 		return b, fmt.Errorf("reading media buy %s: %w", id, err)
 	}
 	return b, nil
+}
+
+func (s *postgresStore) seedBuy(ctx context.Context, b mediaBuy) (bool, error) {
+	fresh := false
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		w := &txWriter{s: s, tx: tx}
+		_, found, err := w.buy(ctx, b.Principal, b.ID)
+		if err != nil {
+			return err
+		}
+		fresh = !found
+		return w.putBuy(ctx, b, !found)
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: another principal's id
+		return false, errSeedBuyTaken
+	}
+	return fresh, err
+}
+
+func (s *postgresStore) putCreative(ctx context.Context, principal, id string, creative json.RawMessage) (bool, error) {
+	fresh, err := s.q.CreativeUpsert(ctx, s.db, sellerdb.CreativeUpsertParams{PrincipalID: principal, CreativeID: id, Creative: creative})
+	if err != nil {
+		return false, fmt.Errorf("storing the creative: %w", err)
+	}
+	return fresh, nil
+}
+
+func (s *postgresStore) creatives(ctx context.Context, principal string) ([]json.RawMessage, error) {
+	rows, err := s.q.CreativeList(ctx, s.db, principal)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, 0, len(rows))
+	for _, r := range rows {
+		out = append(out, json.RawMessage(r))
+	}
+	return out, nil
 }
 
 func (s *postgresStore) count(ctx context.Context, principal string) (int, error) {

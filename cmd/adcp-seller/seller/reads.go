@@ -2,6 +2,7 @@ package seller
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/adcp-go/idempotency/adcp"
 )
@@ -41,27 +42,49 @@ func (s *Seller) getProducts(_ context.Context, c *adcp.Call) (productsResponse,
 }
 
 type formatsResponse struct {
-	Formats []map[string]any `json:"formats"`
+	Formats    []map[string]any `json:"formats"`
+	Pagination pagination       `json:"pagination"`
 }
 
 // listCreativeFormats is list_creative_formats: the formats the catalog's
-// products take.
+// products take or, for an account that comply_test_controller seeded
+// formats for, those formats; a page of them.
 func (s *Seller) listCreativeFormats(_ context.Context, c *adcp.Call) (formatsResponse, error) {
-	var req readRequest
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return formatsResponse{}, err
 	}
-	return formatsResponse{Formats: s.catalog.formatList()}, nil
+	page, p, err := paginate("formats", s.catalog.formatList(accountKey(req.Account)), req.Pagination)
+	if err != nil {
+		return formatsResponse{}, err
+	}
+	return formatsResponse{Formats: page, Pagination: p}, nil
+}
+
+// accountKey is the account a request names, as an account id: the
+// account_id given, or the id of the natural key brand + operator; "" when
+// it names none.
+func accountKey(ref *accountRef) string {
+	switch {
+	case ref == nil:
+		return ""
+	case ref.AccountID != "":
+		return ref.AccountID
+	case ref.Brand != nil && ref.Brand.Domain != "" && ref.Operator != "":
+		return naturalAccount(ref).AccountID
+	}
+	return ""
 }
 
 type accountsResponse struct {
-	Accounts []account `json:"accounts"`
+	Accounts   []account  `json:"accounts"`
+	Pagination pagination `json:"pagination"`
 }
 
-// listAccounts is list_accounts: the accounts the caller has bought
-// under (accounts open with their first media buy).
+// listAccounts is list_accounts: a page of the accounts the caller has
+// bought under (accounts open with their first media buy), oldest first.
 func (s *Seller) listAccounts(ctx context.Context, c *adcp.Call) (accountsResponse, error) {
-	var req readRequest
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return accountsResponse{}, err
 	}
@@ -72,7 +95,11 @@ func (s *Seller) listAccounts(ctx context.Context, c *adcp.Call) (accountsRespon
 	if accts == nil {
 		accts = []account{}
 	}
-	return accountsResponse{Accounts: accts}, nil
+	page, p, err := paginate("accounts", accts, req.Pagination)
+	if err != nil {
+		return accountsResponse{}, err
+	}
+	return accountsResponse{Accounts: page, Pagination: p}, nil
 }
 
 type creativesResponse struct {
@@ -80,18 +107,31 @@ type creativesResponse struct {
 		TotalMatching int `json:"total_matching"`
 		Returned      int `json:"returned"`
 	} `json:"query_summary"`
-	Pagination struct {
-		HasMore bool `json:"has_more"`
-	} `json:"pagination"`
-	Creatives []any `json:"creatives"`
+	Pagination pagination        `json:"pagination"`
+	Creatives  []json.RawMessage `json:"creatives"`
 }
 
-// listCreatives is list_creatives. This sandbox seller takes no creatives
-// (it has no sync_creatives), so the library is always empty.
-func (s *Seller) listCreatives(_ context.Context, c *adcp.Call) (creativesResponse, error) {
-	var req readRequest
+// listCreatives is list_creatives: a page of the caller's creative
+// library, oldest first. The library holds what comply_test_controller's
+// seed_creative seeded: this seller takes no creatives from buyers (it has
+// no sync_creatives).
+func (s *Seller) listCreatives(ctx context.Context, c *adcp.Call) (creativesResponse, error) {
+	var req listRequest
 	if err := c.Decode(&req); err != nil {
 		return creativesResponse{}, err
 	}
-	return creativesResponse{Creatives: []any{}}, nil
+	lib, err := s.store.creatives(ctx, c.Principal)
+	if err != nil {
+		return creativesResponse{}, err
+	}
+	page, p, err := paginate("creatives", lib, req.Pagination)
+	if err != nil {
+		return creativesResponse{}, err
+	}
+	out := creativesResponse{Pagination: p, Creatives: page}
+	if out.Creatives == nil {
+		out.Creatives = []json.RawMessage{}
+	}
+	out.QuerySummary.TotalMatching, out.QuerySummary.Returned = len(lib), len(page)
+	return out, nil
 }

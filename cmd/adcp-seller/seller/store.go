@@ -30,6 +30,16 @@ type store interface {
 	count(ctx context.Context, principal string) (int, error)
 	// accounts returns the accounts principal has bought under.
 	accounts(ctx context.Context, principal string) ([]account, error)
+	// seedBuy stores a media buy comply_test_controller seeds, or replaces
+	// the state of principal's buy of that id (reported fresh false); the
+	// id of another principal's buy is refused (a *seedError).
+	seedBuy(ctx context.Context, b mediaBuy) (fresh bool, err error)
+	// putCreative stores a creative of principal's library (a JSON object
+	// with its creative_id), or replaces the one of that id, and reports
+	// whether it is new.
+	putCreative(ctx context.Context, principal, id string, creative json.RawMessage) (fresh bool, err error)
+	// creatives returns principal's creative library, oldest first.
+	creatives(ctx context.Context, principal string) ([]json.RawMessage, error)
 	// task returns principal's task id.
 	task(ctx context.Context, principal, id string) (task, bool, error)
 	// finish runs done on task id if it is still pending, atomically with

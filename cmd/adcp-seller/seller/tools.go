@@ -29,31 +29,31 @@ type tool struct {
 func (s *Seller) newTools() []tool {
 	opts := &adcp.Options{Logger: s.log, AccountSalt: s.cfg.AccountSalt}
 	g := s.store.guard()
-	read := inputSchema[readRequest]()
+	read, list := inputSchema[readRequest](), inputSchema[listRequest]()
 	tools := []tool{
 		{"get_adcp_capabilities", "This seller's AdCP capabilities: versions, adcp.idempotency (replay window), webhook signing, compliance testing.",
 			read, adcp.Read(g, opts, s.capabilities)},
 		{"get_products", "The products on sale, each with its formats and pricing options. Always synchronous.",
 			inputSchema[getProductsRequest](), adcp.Read(g, opts, s.getProducts)},
-		{"list_creative_formats", "The creative formats the products take.",
-			read, adcp.Read(g, opts, s.listCreativeFormats)},
-		{"list_accounts", "The caller's accounts (an account opens with its first media buy).",
-			read, adcp.Read(g, opts, s.listAccounts)},
-		{"list_creatives", "The caller's creative library (always empty: this seller takes no creatives).",
-			read, adcp.Read(g, opts, s.listCreatives)},
+		{"list_creative_formats", "The creative formats the products take (those seeded for the account named, if any), a page at a time (pagination.max_results, cursor).",
+			list, adcp.Read(g, opts, s.listCreativeFormats)},
+		{"list_accounts", "The caller's accounts (an account opens with its first media buy), a page at a time (pagination.max_results, cursor).",
+			list, adcp.Read(g, opts, s.listAccounts)},
+		{"list_creatives", "The caller's creative library, a page at a time (pagination.max_results, cursor): the creatives comply_test_controller seeded (this seller takes none from buyers).",
+			list, adcp.Read(g, opts, s.listCreatives)},
 		{"create_media_buy", "Create a media buy. Requires idempotency_key: a retry with the same key gets the first answer back, never a second buy. With push_notification_config (AdCP 3.1+) it answers submitted with a task_id and reports the outcome by webhook.",
 			inputSchema[createRequest]("idempotency_key", "account", "brand", "start_time", "end_time", "packages"),
 			s.store.mutating(opts, s.createMediaBuy)},
 		{"update_media_buy", "Pause, resume or cancel a media buy or its packages, change budgets or the end date. Requires idempotency_key, like create_media_buy.",
 			inputSchema[updateRequest]("idempotency_key", "media_buy_id"),
 			s.store.mutating(opts, s.updateMediaBuy)},
-		{"get_media_buys", "The caller's media buys, all or those named by media_buy_ids.",
+		{"get_media_buys", "The caller's media buys, all or those named by media_buy_ids, a page at a time (pagination.max_results, cursor).",
 			inputSchema[getMediaBuysRequest](), adcp.Read(g, opts, s.getMediaBuys)},
 		{"get_task_status", "The status of a task (a submitted create_media_buy), and its result with include_result.",
 			inputSchema[taskStatusRequest]("task_id"), adcp.Read(g, opts, s.getTaskStatus)},
 	}
 	if len(s.cfg.Sandbox) > 0 {
-		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options and formats; force the next create_media_buy to answer submitted; complete a task.",
+		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options, formats, media buys and creatives; force a creative's status; force the next create_media_buy to answer submitted; complete a task.",
 			inputSchema[controllerRequest]("scenario"), adcp.ReadOnly(opts, s.comply)})
 	}
 	return tools

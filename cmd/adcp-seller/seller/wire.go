@@ -91,8 +91,14 @@ type readRequest struct {
 	Account        *accountRef `json:"account,omitempty" jsonschema:"the account to read for"`
 }
 
-type getMediaBuysRequest struct {
+// listRequest is a read that lists: it may ask for a page.
+type listRequest struct {
 	readRequest
+	Pagination *paginationRequest `json:"pagination,omitempty" jsonschema:"cursor pagination: max_results and the previous page's cursor"`
+}
+
+type getMediaBuysRequest struct {
+	listRequest
 	MediaBuyIDs []string `json:"media_buy_ids,omitempty" jsonschema:"the media buys to return; all of the caller's when empty"`
 }
 

@@ -54,6 +54,9 @@ func Run32(t *testing.T, env Env) {
 	t.Run("AccountScope", func(t *testing.T) { accountScope(t, env) })
 	t.Run("ToolSchemas", func(t *testing.T) { toolSchemas(t, env) })
 	t.Run("Assessment", func(t *testing.T) { assessment(t, env) })
+	t.Run("Pagination", func(t *testing.T) { paginationScenario(t, env) })
+	t.Run("SeedMediaBuy", func(t *testing.T) { seedMediaBuys(t, env) })
+	t.Run("SeedCreative", func(t *testing.T) { seedCreatives(t, env) })
 }
 
 func correlation(t *testing.T, a Answer) any {

@@ -80,3 +80,16 @@ FOR UPDATE;
 -- name: TaskExists :one
 -- TaskExists reports whether a task id is taken.
 SELECT EXISTS (SELECT 1 FROM seller_tasks WHERE task_id = sqlc.arg('task_id'));
+
+-- name: CreativeUpsert :one
+-- CreativeUpsert stores a creative of a principal, or replaces it, and
+-- reports whether it is new.
+INSERT INTO seller_creatives (principal_id, creative_id, creative)
+VALUES (sqlc.arg('principal_id'), sqlc.arg('creative_id'), sqlc.arg('creative'))
+ON CONFLICT (principal_id, creative_id) DO UPDATE SET creative = EXCLUDED.creative
+RETURNING (xmax = 0)::boolean AS inserted;
+
+-- name: CreativeList :many
+-- CreativeList returns a principal's creatives, oldest first.
+SELECT creative FROM seller_creatives WHERE principal_id = sqlc.arg('principal_id')
+ORDER BY created_at, creative_id;

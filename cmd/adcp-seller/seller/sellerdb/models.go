@@ -8,6 +8,13 @@ import (
 	"time"
 )
 
+type SellerCreative struct {
+	PrincipalID string
+	CreativeID  string
+	Creative    []byte
+	CreatedAt   time.Time
+}
+
 type SellerMediaBuy struct {
 	MediaBuyID  string
 	PrincipalID string

@@ -73,6 +73,54 @@ func (q *Queries) AccountList(ctx context.Context, db DBTX, principalID string) 
 	return items, nil
 }
 
+const creativeList = `-- name: CreativeList :many
+SELECT creative FROM seller_creatives WHERE principal_id = $1
+ORDER BY created_at, creative_id
+`
+
+// CreativeList returns a principal's creatives, oldest first.
+func (q *Queries) CreativeList(ctx context.Context, db DBTX, principalID string) ([][]byte, error) {
+	rows, err := db.Query(ctx, creativeList, principalID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items [][]byte
+	for rows.Next() {
+		var creative []byte
+		if err := rows.Scan(&creative); err != nil {
+			return nil, err
+		}
+		items = append(items, creative)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const creativeUpsert = `-- name: CreativeUpsert :one
+INSERT INTO seller_creatives (principal_id, creative_id, creative)
+VALUES ($1, $2, $3)
+ON CONFLICT (principal_id, creative_id) DO UPDATE SET creative = EXCLUDED.creative
+RETURNING (xmax = 0)::boolean AS inserted
+`
+
+type CreativeUpsertParams struct {
+	PrincipalID string
+	CreativeID  string
+	Creative    []byte
+}
+
+// CreativeUpsert stores a creative of a principal, or replaces it, and
+// reports whether it is new.
+func (q *Queries) CreativeUpsert(ctx context.Context, db DBTX, arg CreativeUpsertParams) (bool, error) {
+	row := db.QueryRow(ctx, creativeUpsert, arg.PrincipalID, arg.CreativeID, arg.Creative)
+	var inserted bool
+	err := row.Scan(&inserted)
+	return inserted, err
+}
+
 const mediaBuyCount = `-- name: MediaBuyCount :one
 SELECT count(*) FROM seller_media_buys WHERE principal_id = $1
 `
