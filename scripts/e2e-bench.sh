@@ -33,29 +33,12 @@ log() { echo "e2e-bench: $*" >&2; }
 "$PEER_DIR/setup"
 go build -o bin/adcp-seller ./cmd/adcp-seller
 
-pids=() container=''
+. scripts/lib.sh
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  lib_cleanup
   "$PEER_DIR/ts-agent" stop 3917 >/dev/null 2>&1 || true
-  [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
-
-# start_seller LOGFILE ARGS...: starts bin/adcp-seller on a free port, sets URL.
-start_seller() {
-  local logf=$1; shift
-  bin/adcp-seller -addr 127.0.0.1:0 -tokens "bench=$TOKEN" -insert-rate 0 "$@" >"$logf" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 1 100); do
-    URL=$(sed -n 's/.*serving MCP at \(http[^ ]*\).*/\1/p' "$logf")
-    [ -n "$URL" ] && return 0
-    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$logf" >&2; return 1; }
-    sleep 0.1
-  done
-  log "seller did not start"; cat "$logf" >&2; return 1
-}
-
-stop_last() { kill "${pids[-1]}" 2>/dev/null || true; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'; }
 
 # load NAME URL: runs load.mjs (fresh and replay) at each concurrency.
 load() {
@@ -73,24 +56,16 @@ load() {
 
 : >"$OUT/rows.tsv"
 
-start_seller "$OUT/go-memory.log"
-load go-memory "$URL"
-stop_last
+# -dev: the sealing, webhook signing and account keys are made up for the run.
+seller=(-dev -addr 127.0.0.1:0 -tokens "bench=$TOKEN" -insert-rate 0)
+seller_start "$OUT/go-memory.log" "${seller[@]}"
+load go-memory "$SELLER_URL"
+seller_stop
 
-if [ -z "${DATABASE_URL:-}" ]; then
-  image=${IDEM_TEST_POSTGRES_IMAGE:-postgres:17-alpine}
-  container=$(docker run -d -e POSTGRES_PASSWORD=bench -e POSTGRES_USER=bench -e POSTGRES_DB=bench -p 127.0.0.1::5432 "$image")
-  port=$(docker port "$container" 5432/tcp | head -1 | sed 's/.*://')
-  DATABASE_URL="postgres://bench:bench@127.0.0.1:$port/bench?sslmode=disable"
-  for _ in $(seq 1 120); do
-    [ "$(docker logs "$container" 2>&1 | grep -c 'ready to accept connections')" -ge 2 ] && break
-    sleep 0.5
-  done
-  log "Postgres $image in container ${container:0:12}"
-fi
-start_seller "$OUT/go-postgres.log" -database-url "$DATABASE_URL"
-load go-postgres "$URL"
-stop_last
+postgres_start bench
+seller_start "$OUT/go-postgres.log" "${seller[@]}" -database-url "$DATABASE_URL"
+load go-postgres "$SELLER_URL"
+seller_stop
 
 for env in development production; do
   NODE_ENV=$env ADCP_AUTH_TOKEN=$TOKEN "$PEER_DIR/ts-agent" start 3917 >&2
