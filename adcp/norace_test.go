@@ -1,0 +1,5 @@
+//go:build !race
+
+package adcp
+
+const raceEnabled = false
