@@ -28,8 +28,11 @@ vet:
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff >/dev/null) || \
 		{ echo "$$m: go.mod/go.sum are not tidy (run GOWORK=off go mod tidy there)"; exit 1; }; done
 
+## unit also runs the allocation tests, which build without -race only
+## (the race detector's instrumentation allocates).
 unit:
 	@set -e; for m in $(LIB_MODULES); do (cd $$m && $(GO) test -race -count=1 ./...); done
+	$(GO) test -count=1 -run Allocations ./adcp
 
 ## integration: the full log goes to integration.log; a skipped test fails the run.
 integration:

@@ -1,5 +1,0 @@
-//go:build !race
-
-package adcp
-
-const raceEnabled = false
