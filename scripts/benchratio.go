@@ -39,6 +39,8 @@ type spec struct {
 var specs = []spec{
 	{"Postgres miss, c=1: RunInTx / plain tx", "PostgresMiss/c=1/impl=RunInTx", "PostgresMiss/c=1/impl=plain-tx", "ns/op", ""},
 	{"Postgres miss, c=16: RunInTx / plain tx", "PostgresMiss/c=16/impl=RunInTx", "PostgresMiss/c=16/impl=plain-tx", "ns/op", "<= 1.3"},
+	{"Postgres miss against the seller's create_media_buy writes, c=1: RunInTx / plain tx", "PostgresMissSeller/c=1/impl=RunInTx", "PostgresMissSeller/c=1/impl=plain-tx", "ns/op", ""},
+	{"Postgres miss against the seller's create_media_buy writes, c=16: RunInTx / plain tx", "PostgresMissSeller/c=16/impl=RunInTx", "PostgresMissSeller/c=16/impl=plain-tx", "ns/op", "<= 1.15"},
 	{"Postgres replay, c=1: RunInTx / SELECT in tx", "PostgresReplay/c=1/impl=RunInTx", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1"},
 	{"Postgres replay, c=16: RunInTx / SELECT in tx", "PostgresReplay/c=16/impl=RunInTx", "PostgresReplay/c=16/impl=select-tx", "ns/op", "<= 1"},
 	{"Postgres replay, c=1: RunInTx with ReplayPreRead / SELECT in tx", "PostgresReplay/c=1/impl=RunInTx-preread", "PostgresReplay/c=1/impl=select-tx", "ns/op", "<= 1"},
@@ -49,6 +51,8 @@ var specs = []spec{
 	{"Postgres replay: WAL bytes per replay, c=16", "PostgresReplay/c=16/impl=RunInTx", "", "WAL-B/op", "= 0"},
 	{"Postgres miss: WAL bytes per miss, RunInTx, c=1", "PostgresMiss/c=1/impl=RunInTx", "", "WAL-B/op", ""},
 	{"Postgres miss: WAL bytes per miss, RunInTx, c=16", "PostgresMiss/c=16/impl=RunInTx", "", "WAL-B/op", ""},
+	{"Postgres miss against the seller's writes: WAL bytes per miss, RunInTx, c=1", "PostgresMissSeller/c=1/impl=RunInTx", "", "WAL-B/op", ""},
+	{"Postgres miss against the seller's writes: WAL bytes per call, plain tx, c=1", "PostgresMissSeller/c=1/impl=plain-tx", "", "WAL-B/op", ""},
 	{"Postgres miss: WAL bytes per call, plain tx, c=1", "PostgresMiss/c=1/impl=plain-tx", "", "WAL-B/op", ""},
 	{"Postgres miss: round trips per miss, RunInTx", "PostgresMiss/c=1/impl=RunInTx", "", "RT/op", ""},
 	{"Postgres replay: round trips per replay, RunInTx", "PostgresReplay/c=1/impl=RunInTx", "", "RT/op", ""},
