@@ -344,7 +344,9 @@ func BenchmarkPostgresSweepPartitioned(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+				var gone time.Time // every row that expired before it is past retention
 				sweepUnderLoad(b, d, sketchLockMiss(d, true), func(ctx context.Context) (int64, error) {
+					gone = time.Now().Add(-24 * time.Hour).Truncate(time.Hour)
 					names, rows, err := expiredPartitions(ctx, d.pool)
 					if err != nil {
 						return 0, err
@@ -358,6 +360,15 @@ func BenchmarkPostgresSweepPartitioned(b *testing.B) {
 					}
 					return rows, nil
 				})
+				b.StopTimer()
+				var left int64
+				if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE expires_at < $1`, gone).Scan(&left); err != nil {
+					b.Fatal(err)
+				}
+				if left != 0 {
+					b.Fatalf("%d rows that expired before %v are left after the sweep", left, gone)
+				}
+				b.StartTimer()
 			}
 		})
 	}
