@@ -344,8 +344,9 @@ func walBytesSince(b *testing.B, pool *pgxpool.Pool, lsn string) int64 {
 
 var concurrencies = []int{1, 16}
 
-// benchRounds is how many times BenchmarkPostgresRoundTrip, Miss, Replay
-// and Growth run their sub-benchmarks in turn (IDEM_BENCH_ROUNDS, default
+// benchRounds is how many times BenchmarkPostgresRoundTrip, Miss,
+// MissSeller, MissPartitioned, Replay and Growth run their sub-benchmarks in
+// turn (IDEM_BENCH_ROUNDS, default
 // 1). go test's -count runs each sub-benchmark count times back to back, so
 // the two sides of a ratio would run minutes apart on a shared machine;
 // rounds interleave them instead (names repeat with a #01, #02... suffix,
