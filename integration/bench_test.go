@@ -346,11 +346,11 @@ var concurrencies = []int{1, 16}
 
 // benchRounds is how many times BenchmarkPostgresRoundTrip, Miss,
 // MissSeller, MissPartitioned, Replay and Growth run their sub-benchmarks in
-// turn (IDEM_BENCH_ROUNDS, default
-// 1). go test's -count runs each sub-benchmark count times back to back, so
-// the two sides of a ratio would run minutes apart on a shared machine;
-// rounds interleave them instead (names repeat with a #01, #02... suffix,
-// which scripts/benchratio.go folds). make bench uses 5 rounds, -count 1.
+// turn (IDEM_BENCH_ROUNDS, default 1). go test's -count runs each
+// sub-benchmark count times back to back, so the two sides of a ratio
+// would run minutes apart on a shared machine; rounds interleave them
+// instead (names repeat with a #01, #02... suffix, which
+// scripts/benchratio.go folds). make bench uses 5 rounds, -count 1.
 func benchRounds() int {
 	if v := os.Getenv("IDEM_BENCH_ROUNDS"); v != "" {
 		n, err := strconv.Atoi(v)
