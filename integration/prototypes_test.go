@@ -443,7 +443,7 @@ func partitionLocks(ctx context.Context, pool *pgxpool.Pool) error {
 	for range 100 {
 		time.Sleep(20 * time.Millisecond)
 		var waiting bool
-		if err := pool.QueryRow(ctx, `SELECT wait_event_type = 'Lock', coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting, &event); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT coalesce(wait_event_type = 'Lock', false), coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting, &event); err != nil {
 			return err
 		}
 		if waiting {
