@@ -30,6 +30,7 @@ var controllerScenarios = []string{
 	"seed_media_buy",
 	"seed_creative",
 	"force_creative_status",
+	"force_account_status",
 }
 
 // controller keeps what force_create_media_buy_arm arms: the arm the next
@@ -97,6 +98,7 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		FormatID        string          `json:"format_id"`
 		TaskID          string          `json:"task_id"`
 		CreativeID      string          `json:"creative_id"`
+		AccountID       string          `json:"account_id"`
 		Status          string          `json:"status"`
 		Arm             string          `json:"arm"`
 		Fixture         json.RawMessage `json:"fixture"`
@@ -192,6 +194,21 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		cr["status"], cr["updated_date"] = p.Status, time.Now().UTC().Format(time.RFC3339)
 		if _, err := s.store.putCreative(ctx, c.Principal, p.CreativeID, mustJSON(cr)); err != nil {
 			return controllerResult{}, err
+		}
+		return controllerResult{Success: true, PreviousState: prev, CurrentState: p.Status}, nil
+	case "force_account_status":
+		if p.AccountID == "" || p.Status == "" {
+			return refused("INVALID_PARAMS", "force_account_status requires params.account_id and params.status"), nil
+		}
+		if !slices.Contains(accountStatuses, p.Status) {
+			return refused("INVALID_PARAMS", "params.status must be one of "+strings.Join(accountStatuses, ", ")), nil
+		}
+		prev, ok, err := s.store.setAccountStatus(ctx, c.Principal, p.AccountID, p.Status)
+		if err != nil {
+			return controllerResult{}, err
+		}
+		if !ok {
+			return refused("NOT_FOUND", "no account with this account_id for the caller (sync_accounts provisions accounts)"), nil
 		}
 		return controllerResult{Success: true, PreviousState: prev, CurrentState: p.Status}, nil
 	case "force_task_completion":

@@ -256,7 +256,7 @@ func controller(t *testing.T, env Env) {
 			t.Fatalf("%s without its params: %v", scenario, r)
 		}
 	}
-	if r := controllerCall(t, cs, "force_account_status", map[string]any{"account_id": "a", "status": "suspended"}); r["error"] != "UNKNOWN_SCENARIO" {
+	if r := controllerCall(t, cs, "simulate_delivery", map[string]any{"media_buy_id": "a"}); r["error"] != "UNKNOWN_SCENARIO" {
 		t.Fatalf("an unimplemented scenario: %v", r)
 	}
 	if r := controllerCall(t, cs, "force_task_completion", map[string]any{"task_id": "no-such-task", "result": map[string]any{"x": 1}}); r["error"] != "NOT_FOUND" {

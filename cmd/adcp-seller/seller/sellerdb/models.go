@@ -8,6 +8,13 @@ import (
 	"time"
 )
 
+type SellerAccount struct {
+	PrincipalID string
+	AccountID   string
+	Account     []byte
+	CreatedAt   time.Time
+}
+
 type SellerCreative struct {
 	PrincipalID string
 	CreativeID  string

@@ -1,0 +1,22 @@
+-- +goose Up
+-- Accounts get a table of their own: sync_accounts provisions them before
+-- any media buy, comply_test_controller's force_account_status changes
+-- their status, and list_accounts lists them. A media buy under a natural
+-- key (brand + operator) not synced before still opens its account, now
+-- as a row here. The accounts media buys were made under so far are
+-- carried over, oldest first.
+CREATE TABLE seller_accounts (
+    principal_id text        NOT NULL,
+    account_id   text        NOT NULL,
+    account      jsonb       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (principal_id, account_id)
+);
+CREATE INDEX seller_accounts_listing_idx ON seller_accounts (principal_id, created_at, account_id);
+INSERT INTO seller_accounts (principal_id, account_id, account, created_at)
+SELECT DISTINCT ON (principal_id, account_id) principal_id, account_id, account, created_at
+FROM seller_media_buys
+ORDER BY principal_id, account_id, created_at;
+
+-- +goose Down
+DROP TABLE seller_accounts;
