@@ -57,6 +57,8 @@ func Run32(t *testing.T, env Env) {
 	t.Run("Pagination", func(t *testing.T) { paginationScenario(t, env) })
 	t.Run("SeedMediaBuy", func(t *testing.T) { seedMediaBuys(t, env) })
 	t.Run("SeedCreative", func(t *testing.T) { seedCreatives(t, env) })
+	t.Run("Accounts", func(t *testing.T) { accounts(t, env) })
+	t.Run("Proposals", func(t *testing.T) { proposals(t, env) })
 }
 
 func correlation(t *testing.T, a Answer) any {
