@@ -201,7 +201,7 @@ func naturalAccount(ref *accountRef) account {
 // storage.
 func (s *Seller) newBuy(c *adcp.Call, acct account, req *createRequest) (mediaBuy, error) {
 	if req.ProposalID != "" {
-		return mediaBuy{}, &adcp.Error{Code: "UNSUPPORTED_FEATURE", Message: "this seller does not sell proposals; send packages", Recovery: "correctable", Field: "proposal_id"}
+		return mediaBuy{}, &adcp.Error{Code: "UNSUPPORTED_FEATURE", Message: "this seller does not accept a proposal by id: its proposals (get_products) are plans; send packages with the allocations' products and pricing options and your budget split by allocation_percentage", Recovery: "correctable", Field: "proposal_id"}
 	}
 	if len(req.Packages) == 0 {
 		return mediaBuy{}, badRequest("packages", "packages must list at least one package")

@@ -62,7 +62,7 @@ type createRequest struct {
 	StartTime              string           `json:"start_time" jsonschema:"asap, or an RFC 3339 date-time"`
 	EndTime                string           `json:"end_time" jsonschema:"an RFC 3339 date-time after start_time"`
 	Packages               []packageRequest `json:"packages" jsonschema:"one or more packages"`
-	ProposalID             string           `json:"proposal_id,omitempty" jsonschema:"not supported by this seller"`
+	ProposalID             string           `json:"proposal_id,omitempty" jsonschema:"not supported: send packages following a proposal's allocations instead (UNSUPPORTED_FEATURE)"`
 	PushNotificationConfig *pushConfig      `json:"push_notification_config,omitempty" jsonschema:"webhook registration for the task's status changes"`
 }
 

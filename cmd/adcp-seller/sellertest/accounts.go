@@ -170,8 +170,34 @@ func accounts(t *testing.T, env Env) {
 		t.Fatalf("force_account_status active: %v", r)
 	}
 	buy["idempotency_key"] = newKey("accbuy3")
-	if a := Call(t, cs, "create_media_buy", buy); a.IsError {
-		t.Fatalf("create_media_buy under the reactivated account: %s", a.Raw)
+	reactivated := Call(t, cs, "create_media_buy", buy)
+	if reactivated.IsError {
+		t.Fatalf("create_media_buy under the reactivated account: %s", reactivated.Raw)
+	}
+
+	// force_media_buy_status moves a buy until a terminal status, which
+	// no transition leaves.
+	mb := reactivated.Body["media_buy_id"].(string)
+	for _, st := range []string{"active", "completed"} {
+		if r := controllerCall(t, cs, "force_media_buy_status", map[string]any{"media_buy_id": mb, "status": st}); r["success"] != true || r["current_state"] != st {
+			t.Fatalf("force_media_buy_status %s: %v", st, r)
+		}
+		got := Call(t, cs, "get_media_buys", map[string]any{"media_buy_ids": []any{mb}})
+		if list, _ := got.Body["media_buys"].([]any); len(list) != 1 || list[0].(map[string]any)["status"] != st {
+			t.Fatalf("get_media_buys after force_media_buy_status %s: %s", st, got.Raw)
+		}
+	}
+	for _, tc := range []struct {
+		params map[string]any
+		want   string
+	}{
+		{map[string]any{"media_buy_id": mb, "status": "active"}, "INVALID_TRANSITION"},
+		{map[string]any{"media_buy_id": "mb_nosuch", "status": "active"}, "NOT_FOUND"},
+		{map[string]any{"media_buy_id": mb, "status": "sleeping"}, "INVALID_PARAMS"},
+	} {
+		if r := controllerCall(t, cs, "force_media_buy_status", tc.params); r["success"] != false || r["error"] != tc.want {
+			t.Fatalf("force_media_buy_status %v: %v, want %s", tc.params, r, tc.want)
+		}
 	}
 	for _, p := range []map[string]any{{"account_id": ids[0], "status": "dormant"}, {"account_id": ids[0]}} {
 		if r := controllerCall(t, cs, "force_account_status", p); r["error"] != "INVALID_PARAMS" {

@@ -64,7 +64,7 @@ ON CONFLICT (principal_id, account_id) DO NOTHING;
 -- name: AccountList :many
 -- AccountList returns a principal's accounts, oldest first.
 SELECT account FROM seller_accounts WHERE principal_id = sqlc.arg('principal_id')
-ORDER BY created_at, account_id;
+ORDER BY seq;
 
 -- name: TaskInsert :exec
 -- TaskInsert stores a new task (inside the idempotent transaction).

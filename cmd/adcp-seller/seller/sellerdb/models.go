@@ -13,6 +13,7 @@ type SellerAccount struct {
 	AccountID   string
 	Account     []byte
 	CreatedAt   time.Time
+	Seq         int64
 }
 
 type SellerCreative struct {

@@ -95,7 +95,7 @@ func (q *Queries) AccountInsertIfAbsent(ctx context.Context, db DBTX, arg Accoun
 
 const accountList = `-- name: AccountList :many
 SELECT account FROM seller_accounts WHERE principal_id = $1
-ORDER BY created_at, account_id
+ORDER BY seq
 `
 
 // AccountList returns a principal's accounts, oldest first.
