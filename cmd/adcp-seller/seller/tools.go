@@ -96,7 +96,10 @@ func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResp
 	r.RequestSigning = s.signing.capability()
 	r.SupportedProtocols = []string{"media_buy"}
 	r.Account = map[string]any{"require_operator_auth": false, "supported_billing": supportedBilling, "sandbox": len(s.cfg.Sandbox) > 0}
-	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}}
+	// get_products takes all three buying modes and answers proposals in
+	// brief and refine modes, but create_media_buy takes no proposal_id,
+	// so supports_proposals (which promises that) stays false.
+	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}, "buying_modes": []string{"brief", "wholesale", "refine"}, "supports_proposals": false}
 	r.RequestSigning = s.signing.capability()
 	wc := s.sender.Capability()
 	r.WebhookSigning = &wc
