@@ -39,6 +39,17 @@ var allowedFailures = map[string]string{
 	"media_buy_state_machine/pause_canceled_buy":                         "runner inconsistency: as media_buy_seller/invalid_transitions/update_unknown_package",
 }
 
+// sharedPrincipalFailures are failed steps that come from the full
+// assessment running every storyboard under one principal (one token),
+// while the storyboard assumes the principal holds only what it set up
+// and sends no filter that could narrow a listing to it. Each is allowed
+// in the full run only when its storyboard, run alone on a fresh seller,
+// passes every step: the test runs it so (docs/COMPLIANCE.md has the
+// evidence).
+var sharedPrincipalFailures = map[string]string{
+	"pagination_integrity_list_accounts/first_page": "the storyboard syncs three accounts and expects list_accounts (no filter in its request) to hold exactly those three (total_count 3, a terminal second page at max_results 2); in the full run the same principal holds the test.example account deterministic_testing synced and the idempotency storyboard bought under, so total_count is 4",
+}
+
 // assessmentResult is the part of the runner's --json result the grading
 // reads.
 type assessmentResult struct {
@@ -102,6 +113,9 @@ func failureNote(res assessmentResult, i int) (key, note string, allowed bool) {
 		why = fmt.Sprintf("%s: expected %v, got %v", f.Validation.Description, f.Validation.Expected, f.Validation.Actual)
 	}
 	_, allowed = allowedFailures[key]
+	if _, shared := sharedPrincipalFailures[key]; shared {
+		allowed = true
+	}
 	return key, tail(why, 300), allowed
 }
 
@@ -196,6 +210,11 @@ func TestAssessment(t *testing.T) {
 	for i, f := range res.Failures {
 		key, why, allowed := failureNote(res, i)
 		seen[key] = true
+		if _, shared := sharedPrincipalFailures[key]; shared {
+			row(f.StoryboardID).failures = append(row(f.StoryboardID).failures, f.StepID+" (documented: one principal for every storyboard; passes alone)")
+			assessAlone(t, sellerArgs, f.StoryboardID)
+			continue
+		}
 		if allowed {
 			row(f.StoryboardID).failures = append(row(f.StoryboardID).failures, f.StepID+" (documented: not the seller's to fix)")
 			continue
@@ -239,6 +258,20 @@ func TestAssessment(t *testing.T) {
 			}
 		}
 	}
+}
+
+// assessAlone runs storyboard id alone against a fresh seller and fails
+// the test unless every step passes (skips allowed) and at least one runs.
+func assessAlone(t *testing.T, sellerArgs []string, id string) {
+	t.Helper()
+	_, u := sellerProcess(t, sellerArgs...)
+	raw, stderr, err := runRunner(t, u, "mcp", "", id, "--timeout", "600")
+	alone := parseAssessment(t, raw, stderr, err)
+	if alone.Summary.StepsFailed != 0 || alone.Summary.StepsPassed == 0 {
+		t.Errorf("%s alone on a fresh seller: %d passed, %d failed: a failure allowed only in the full run must pass alone", id, alone.Summary.StepsPassed, alone.Summary.StepsFailed)
+		return
+	}
+	t.Logf("%s alone on a fresh seller: %d passed, %d failed, %d skipped", id, alone.Summary.StepsPassed, alone.Summary.StepsFailed, alone.Summary.StepsSkipped)
 }
 
 func head(s string, n int) string {

@@ -48,13 +48,21 @@ func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	if err := c.Decode(&req); err != nil {
 		return nil, err
 	}
-	acct, err := s.resolveAccount(ctx, w, c.Principal, req.Account)
+	acct, fresh, err := s.resolveAccount(ctx, w, c.Principal, req.Account)
 	if err != nil {
+		return nil, err
+	}
+	if err := usable(acct); err != nil {
 		return nil, err
 	}
 	b, err := s.newBuy(c, acct, &req)
 	if err != nil {
 		return nil, err
+	}
+	if fresh {
+		if err := w.openAccount(ctx, c.Principal, acct); err != nil {
+			return nil, err
+		}
 	}
 	push, err := s.pushConfig(c, req.PushNotificationConfig)
 	if err != nil {
@@ -142,25 +150,49 @@ type buyResponse struct {
 }
 
 // resolveAccount finds the request's account: by account_id among the
-// principal's accounts, or by natural key (brand + operator), which opens
-// the account implicitly.
-func (s *Seller) resolveAccount(ctx context.Context, w writer, principal string, ref *accountRef) (account, error) {
+// principal's accounts, or by natural key (brand + operator): the account
+// synced or opened before, or else a new one (fresh), which the caller
+// opens if it makes a media buy under it.
+func (s *Seller) resolveAccount(ctx context.Context, w writer, principal string, ref *accountRef) (acct account, fresh bool, err error) {
 	switch {
 	case ref == nil:
-		return account{}, badRequest("account", "account is required: an account_id from list_accounts, or brand and operator")
+		return account{}, false, badRequest("account", "account is required: an account_id from list_accounts, or brand and operator")
 	case ref.AccountID != "":
 		a, ok, err := w.account(ctx, principal, ref.AccountID)
 		if err != nil {
-			return account{}, err
+			return account{}, false, err
 		}
 		if !ok {
-			return account{}, &adcp.Error{Code: "ACCOUNT_NOT_FOUND", Message: "no account with this account_id for the caller; list_accounts lists them", Recovery: "correctable", Field: "account.account_id"}
+			return account{}, false, &adcp.Error{Code: "ACCOUNT_NOT_FOUND", Message: "no account with this account_id for the caller; list_accounts lists them", Recovery: "correctable", Field: "account.account_id"}
 		}
-		return a, nil
+		return a, false, nil
 	case ref.Brand == nil || ref.Brand.Domain == "" || ref.Operator == "":
-		return account{}, badRequest("account", "account needs account_id, or brand.domain and operator")
+		return account{}, false, badRequest("account", "account needs account_id, or brand.domain and operator")
 	}
-	return naturalAccount(ref), nil
+	n := naturalAccount(ref)
+	a, ok, err := w.account(ctx, principal, n.AccountID)
+	if err != nil || ok {
+		return a, false, err
+	}
+	n.Billing, n.AccountScope = "operator", "operator_brand"
+	return n, true, nil
+}
+
+// usable refuses an account that cannot take a new media buy: one
+// comply_test_controller (or, in a real seller, billing) put in a blocked
+// state.
+func usable(a account) error {
+	switch a.Status {
+	case "suspended":
+		return &adcp.Error{Code: "ACCOUNT_SUSPENDED", Message: "the account is suspended: no new media buys until it is active again", Recovery: "terminal", Field: "account"}
+	case "payment_required":
+		return &adcp.Error{Code: "ACCOUNT_PAYMENT_REQUIRED", Message: "the account needs payment before it takes new media buys", Recovery: "terminal", Field: "account"}
+	case "pending_approval":
+		return &adcp.Error{Code: "ACCOUNT_SETUP_REQUIRED", Message: "the account is pending approval", Recovery: "terminal", Field: "account"}
+	case "rejected", "closed":
+		return &adcp.Error{Code: "ACCOUNT_NOT_FOUND", Message: "the account is " + a.Status + " and takes no media buys", Recovery: "terminal", Field: "account"}
+	}
+	return nil
 }
 
 // naturalAccount is the account a natural key names. Its id is derived
@@ -179,7 +211,7 @@ func naturalAccount(ref *accountRef) account {
 // storage.
 func (s *Seller) newBuy(c *adcp.Call, acct account, req *createRequest) (mediaBuy, error) {
 	if req.ProposalID != "" {
-		return mediaBuy{}, &adcp.Error{Code: "UNSUPPORTED_FEATURE", Message: "this seller does not sell proposals; send packages", Recovery: "correctable", Field: "proposal_id"}
+		return mediaBuy{}, &adcp.Error{Code: "UNSUPPORTED_FEATURE", Message: "this seller does not accept a proposal by id: its proposals (get_products) are plans; send packages with the allocations' products and pricing options and your budget split by allocation_percentage", Recovery: "correctable", Field: "proposal_id"}
 	}
 	if len(req.Packages) == 0 {
 		return mediaBuy{}, badRequest("packages", "packages must list at least one package")
@@ -321,7 +353,7 @@ func (s *Seller) updateMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 		return nil, &adcp.Error{Code: "MEDIA_BUY_NOT_FOUND", Message: "no media buy with this media_buy_id for the caller", Recovery: "correctable", Field: "media_buy_id"}
 	}
 	if req.Account != nil {
-		acct, err := s.resolveAccount(ctx, w, c.Principal, req.Account)
+		acct, _, err := s.resolveAccount(ctx, w, c.Principal, req.Account)
 		if err != nil {
 			return nil, err
 		}

@@ -30,6 +30,8 @@ type memoryStore struct {
 	byID  map[string]*mediaBuy
 	owned map[string][]string // media buy ids by principal, oldest first
 	tasks map[string]*task
+	// accts is each principal's accounts, oldest first.
+	accts map[string][]account
 	// library is each principal's creatives, oldest first.
 	library map[string][]storedCreative
 	// finishing serialises task completions, so that one task completes
@@ -50,7 +52,7 @@ func newMemoryStore(cfg *idem.Config, sender *webhook.Sender, log *slog.Logger, 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &memoryStore{mem: mem, g: g, sender: sender, log: log, complete: complete,
-		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, library: map[string][]storedCreative{}, ctx: ctx, cancel: cancel}, nil
+		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, accts: map[string][]account{}, library: map[string][]storedCreative{}, ctx: ctx, cancel: cancel}, nil
 }
 
 func (m *memoryStore) mode() string { return "memory" }
@@ -104,12 +106,49 @@ func (t *memTx) buy(_ context.Context, principal, id string) (mediaBuy, bool, er
 func (t *memTx) account(_ context.Context, principal, id string) (account, bool, error) {
 	t.m.mu.Lock()
 	defer t.m.mu.Unlock()
-	for _, bid := range t.m.owned[principal] {
-		if a := t.m.byID[bid].Account; a.AccountID == id {
-			return a, true, nil
+	return t.m.findAccount(principal, id)
+}
+
+func (t *memTx) putAccount(_ context.Context, principal string, a account) error {
+	t.ops = append(t.ops, func() { t.m.storeAccount(principal, a, true) })
+	return nil
+}
+
+func (t *memTx) openAccount(_ context.Context, principal string, a account) error {
+	t.ops = append(t.ops, func() { t.m.storeAccount(principal, a, false) })
+	return nil
+}
+
+// findAccount finds principal's account id; m.mu is held.
+func (m *memoryStore) findAccount(principal, id string) (account, bool, error) {
+	for _, a := range m.accts[principal] {
+		if a.AccountID == id {
+			return cloneAccount(a), true, nil
 		}
 	}
 	return account{}, false, nil
+}
+
+// storeAccount adds principal's account a, or replaces the one of its id
+// when replace is set; m.mu is held.
+func (m *memoryStore) storeAccount(principal string, a account, replace bool) {
+	a = cloneAccount(a)
+	list := m.accts[principal]
+	if i := slices.IndexFunc(list, func(o account) bool { return o.AccountID == a.AccountID }); i >= 0 {
+		if replace {
+			list[i] = a
+		}
+		return
+	}
+	m.accts[principal] = append(list, a)
+}
+
+func cloneAccount(a account) account {
+	if a.Brand != nil {
+		b := *a.Brand
+		a.Brand = &b
+	}
+	return a
 }
 
 func (t *memTx) taskExists(_ context.Context, id string) (bool, error) {
@@ -208,6 +247,7 @@ func (m *memoryStore) seedBuy(_ context.Context, b mediaBuy) (bool, error) {
 	}
 	m.byID[b.ID] = &b
 	m.owned[b.Principal] = append(m.owned[b.Principal], b.ID)
+	m.storeAccount(b.Principal, b.Account, false)
 	return true, nil
 }
 
@@ -249,14 +289,23 @@ func (m *memoryStore) count(_ context.Context, principal string) (int, error) {
 func (m *memoryStore) accounts(_ context.Context, principal string) ([]account, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []account
-	for _, id := range m.owned[principal] {
-		a := m.byID[id].Account
-		if !slices.ContainsFunc(out, func(o account) bool { return o.AccountID == a.AccountID }) {
-			out = append(out, a)
-		}
+	out := make([]account, 0, len(m.accts[principal]))
+	for _, a := range m.accts[principal] {
+		out = append(out, cloneAccount(a))
 	}
 	return out, nil
+}
+
+func (m *memoryStore) setAccountStatus(_ context.Context, principal, id, status string) (string, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, a := range m.accts[principal] {
+		if a.AccountID == id {
+			m.accts[principal][i].Status = status
+			return a.Status, true, nil
+		}
+	}
+	return "", false, nil
 }
 
 func (m *memoryStore) task(_ context.Context, principal, id string) (task, bool, error) {

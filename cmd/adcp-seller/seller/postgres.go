@@ -160,13 +160,27 @@ func (w *txWriter) buy(ctx context.Context, principal, id string) (mediaBuy, boo
 }
 
 func (w *txWriter) account(ctx context.Context, principal, id string) (account, bool, error) {
-	rows, err := w.s.q.AccountGet(ctx, w.tx, sellerdb.AccountGetParams{PrincipalID: principal, AccountID: id})
+	rows, err := w.s.q.AccountForUpdate(ctx, w.tx, sellerdb.AccountForUpdateParams{PrincipalID: principal, AccountID: id})
 	if err != nil || len(rows) == 0 {
 		return account{}, false, err
 	}
 	var a account
 	err = json.Unmarshal(rows[0], &a)
 	return a, err == nil, err
+}
+
+func (w *txWriter) putAccount(ctx context.Context, principal string, a account) error {
+	if err := w.s.q.AccountUpsert(ctx, w.tx, sellerdb.AccountUpsertParams{PrincipalID: principal, AccountID: a.AccountID, Account: mustJSON(a)}); err != nil {
+		return fmt.Errorf("storing the account: %w", err)
+	}
+	return nil
+}
+
+func (w *txWriter) openAccount(ctx context.Context, principal string, a account) error {
+	if err := w.s.q.AccountInsertIfAbsent(ctx, w.tx, sellerdb.AccountInsertIfAbsentParams{PrincipalID: principal, AccountID: a.AccountID, Account: mustJSON(a)}); err != nil {
+		return fmt.Errorf("opening the account: %w", err)
+	}
+	return nil
 }
 
 func (w *txWriter) taskExists(ctx context.Context, id string) (bool, error) {
@@ -271,6 +285,9 @@ func (s *postgresStore) seedBuy(ctx context.Context, b mediaBuy) (bool, error) {
 			return err
 		}
 		fresh = !found
+		if err := w.openAccount(ctx, b.Principal, b.Account); err != nil {
+			return err
+		}
 		return w.putBuy(ctx, b, !found)
 	})
 	var pgErr *pgconn.PgError
@@ -317,6 +334,21 @@ func (s *postgresStore) accounts(ctx context.Context, principal string) ([]accou
 		}
 	}
 	return out, nil
+}
+
+func (s *postgresStore) setAccountStatus(ctx context.Context, principal, id, status string) (string, bool, error) {
+	var previous string
+	found := false
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		w := &txWriter{s: s, tx: tx}
+		a, ok, err := w.account(ctx, principal, id)
+		if err != nil || !ok {
+			return err
+		}
+		found, previous, a.Status = true, a.Status, status
+		return w.putAccount(ctx, principal, a)
+	})
+	return previous, found && err == nil, err
 }
 
 func (s *postgresStore) task(ctx context.Context, principal, id string) (task, bool, error) {

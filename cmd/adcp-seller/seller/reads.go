@@ -3,6 +3,7 @@ package seller
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/adcp-go/idempotency/adcp"
 )
@@ -12,14 +13,17 @@ import (
 // one without a key simply runs.
 
 type productsResponse struct {
-	Products []map[string]any `json:"products"`
+	Products          []map[string]any `json:"products"`
+	Proposals         []proposal       `json:"proposals,omitempty"`
+	RefinementApplied []refinement     `json:"refinement_applied,omitempty"`
 }
 
 // getProducts is get_products: the catalog, narrowed by the filters it
-// understands. It always answers synchronously, so a webhook registration
-// is refused as a well-formed request this seller does not support (AdCP
-// 3.2 allows that or accepting it and sending nothing; the refusal is
-// what a buyer can act on).
+// understands; in brief mode with the catalog's proposal, in refine mode
+// with the refine array applied (proposals.go). It always answers
+// synchronously, so a webhook registration is refused as a well-formed
+// request this seller does not support (AdCP 3.2 allows that or accepting
+// it and sending nothing; the refusal is what a buyer can act on).
 func (s *Seller) getProducts(_ context.Context, c *adcp.Call) (productsResponse, error) {
 	var req getProductsRequest
 	if err := c.Decode(&req); err != nil {
@@ -28,17 +32,30 @@ func (s *Seller) getProducts(_ context.Context, c *adcp.Call) (productsResponse,
 	if len(req.PushNotificationConfig) > 0 && string(req.PushNotificationConfig) != "null" {
 		return productsResponse{}, badRequest("push_notification_config", "get_products always answers synchronously and sends no webhook: omit push_notification_config")
 	}
-	switch req.BuyingMode {
-	case "", "brief", "wholesale", "refine":
-	default:
-		return productsResponse{}, badRequest("buying_mode", "buying_mode must be brief, wholesale or refine")
+	if err := checkBuyingMode(&req); err != nil {
+		return productsResponse{}, err
 	}
 	var dt string
 	var channels []string
 	if req.Filters != nil {
 		dt, channels = req.Filters.DeliveryType, req.Filters.Channels
 	}
-	return productsResponse{Products: s.catalog.productList(dt, channels)}, nil
+	products := s.catalog.productList(dt, channels)
+	switch {
+	case req.BuyingMode == "refine":
+		out := productsResponse{}
+		out.Products, out.Proposals, out.RefinementApplied = refine(req.Refine, products, time.Now())
+		return out, nil
+	case req.BuyingMode == "brief" || (req.BuyingMode == "" && req.Brief != ""):
+		// Pre-v3 buyers send no buying_mode; a brief means brief mode.
+		out := productsResponse{Products: products}
+		if plan, ok := planFor(products); ok {
+			plan.BriefAlignment = "covers every product on sale that matches the request's filters; the brief's words are not interpreted"
+			out.Proposals = []proposal{plan}
+		}
+		return out, nil
+	}
+	return productsResponse{Products: products}, nil
 }
 
 type formatsResponse struct {
@@ -74,32 +91,6 @@ func accountKey(ref *accountRef) string {
 		return naturalAccount(ref).AccountID
 	}
 	return ""
-}
-
-type accountsResponse struct {
-	Accounts   []account  `json:"accounts"`
-	Pagination pagination `json:"pagination"`
-}
-
-// listAccounts is list_accounts: a page of the accounts the caller has
-// bought under (accounts open with their first media buy), oldest first.
-func (s *Seller) listAccounts(ctx context.Context, c *adcp.Call) (accountsResponse, error) {
-	var req listRequest
-	if err := c.Decode(&req); err != nil {
-		return accountsResponse{}, err
-	}
-	accts, err := s.store.accounts(ctx, c.Principal)
-	if err != nil {
-		return accountsResponse{}, err
-	}
-	if accts == nil {
-		accts = []account{}
-	}
-	page, p, err := paginate("accounts", accts, req.Pagination)
-	if err != nil {
-		return accountsResponse{}, err
-	}
-	return accountsResponse{Accounts: page, Pagination: p}, nil
 }
 
 type creativesResponse struct {

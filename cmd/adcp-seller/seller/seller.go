@@ -17,8 +17,9 @@
 //   - mediabuy.go: create_media_buy (its synchronous and submitted arms),
 //     update_media_buy, get_media_buys, validation;
 //   - tasks.go: asynchronous tasks, their completion and get_task_status;
-//   - reads.go: get_products, list_creative_formats, list_accounts,
-//     list_creatives;
+//   - reads.go: get_products, list_creative_formats, list_creatives;
+//   - accounts.go: sync_accounts and list_accounts;
+//   - proposals.go: get_products' proposals (brief and refine modes);
 //   - catalog.go: the products, pricing options and formats;
 //   - controller.go: comply_test_controller (sandbox principals only);
 //   - store.go: the storage interface the tools write through, and

@@ -28,8 +28,13 @@ type store interface {
 	buys(ctx context.Context, principal string, ids []string) ([]mediaBuy, error)
 	// count reports how many media buys principal has.
 	count(ctx context.Context, principal string) (int, error)
-	// accounts returns the accounts principal has bought under.
+	// accounts returns principal's accounts (synced, or opened by a media
+	// buy), oldest first.
 	accounts(ctx context.Context, principal string) ([]account, error)
+	// setAccountStatus sets the status of principal's account id and
+	// returns the status it had; ok is false when there is no such
+	// account.
+	setAccountStatus(ctx context.Context, principal, id, status string) (previous string, ok bool, err error)
 	// seedBuy stores a media buy comply_test_controller seeds, or replaces
 	// the state of principal's buy of that id (reported fresh false); the
 	// id of another principal's buy is refused (a *seedError).
@@ -60,6 +65,11 @@ type writer interface {
 	buy(ctx context.Context, principal, id string) (mediaBuy, bool, error)
 	// account finds one of principal's accounts by id.
 	account(ctx context.Context, principal, id string) (account, bool, error)
+	// putAccount stores one of principal's accounts, new or changed.
+	putAccount(ctx context.Context, principal string, a account) error
+	// openAccount stores one of principal's accounts unless it exists
+	// (the account a media buy is made under).
+	openAccount(ctx context.Context, principal string, a account) error
 	// taskExists reports whether a task id is taken (by anyone).
 	taskExists(ctx context.Context, id string) (bool, error)
 	// putBuy stores a new media buy, or a changed one.
@@ -103,16 +113,21 @@ type pkg struct {
 	Measurement json.RawMessage `json:"measurement_terms,omitempty"`
 }
 
-// account is a buyer's account with this seller. Accounts are opened
-// implicitly: the first media buy under a natural key (brand + operator)
-// opens it, with a stable id derived from the key.
+// account is a buyer's account with this seller (core/account.json).
+// sync_accounts provisions accounts; a media buy under a natural key
+// (brand + operator) not synced before opens its account implicitly. Either
+// way the id is derived from the natural key, so the same brand and
+// operator always name one account.
 type account struct {
-	AccountID string    `json:"account_id"`
-	Name      string    `json:"name"`
-	Status    string    `json:"status"`
-	Brand     *brandRef `json:"brand,omitempty"`
-	Operator  string    `json:"operator,omitempty"`
-	Sandbox   bool      `json:"sandbox,omitempty"`
+	AccountID    string    `json:"account_id"`
+	Name         string    `json:"name"`
+	Status       string    `json:"status"`
+	Brand        *brandRef `json:"brand,omitempty"`
+	Operator     string    `json:"operator,omitempty"`
+	Billing      string    `json:"billing,omitempty"`
+	PaymentTerms string    `json:"payment_terms,omitempty"`
+	AccountScope string    `json:"account_scope,omitempty"`
+	Sandbox      bool      `json:"sandbox,omitempty"`
 }
 
 // task is an asynchronous operation: a create_media_buy answered

@@ -37,8 +37,10 @@ func (s *Seller) newTools() []tool {
 			inputSchema[getProductsRequest](), adcp.Read(g, opts, s.getProducts)},
 		{"list_creative_formats", "The creative formats the products take (those seeded for the account named, if any), a page at a time (pagination.max_results, cursor).",
 			list, adcp.Read(g, opts, s.listCreativeFormats)},
-		{"list_accounts", "The caller's accounts (an account opens with its first media buy), a page at a time (pagination.max_results, cursor).",
-			list, adcp.Read(g, opts, s.listAccounts)},
+		{"sync_accounts", "Provision or update accounts, each named by brand and operator (billing operator), before the first media buy. Requires idempotency_key: a retry with the same key gets the first answer back. dry_run previews.",
+			inputSchema[syncAccountsRequest]("idempotency_key", "accounts"), s.store.mutating(opts, s.syncAccounts)},
+		{"list_accounts", "The caller's accounts (synced, or opened by a media buy under brand and operator), optionally only those of a status or sandbox, a page at a time (pagination.max_results, cursor).",
+			inputSchema[listAccountsRequest](), adcp.Read(g, opts, s.listAccounts)},
 		{"list_creatives", "The caller's creative library, a page at a time (pagination.max_results, cursor): the creatives comply_test_controller seeded (this seller takes none from buyers).",
 			list, adcp.Read(g, opts, s.listCreatives)},
 		{"create_media_buy", "Create a media buy. Requires idempotency_key: a retry with the same key gets the first answer back, never a second buy. With push_notification_config (AdCP 3.1+) it answers submitted with a task_id and reports the outcome by webhook.",
@@ -93,8 +95,11 @@ func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResp
 	r.ADCP.Idempotency = s.store.capability()
 	r.RequestSigning = s.signing.capability()
 	r.SupportedProtocols = []string{"media_buy"}
-	r.Account = map[string]any{"supported_billing": []string{"operator"}, "sandbox": len(s.cfg.Sandbox) > 0}
-	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}}
+	r.Account = map[string]any{"require_operator_auth": false, "supported_billing": supportedBilling, "sandbox": len(s.cfg.Sandbox) > 0}
+	// get_products takes all three buying modes and answers proposals in
+	// brief and refine modes, but create_media_buy takes no proposal_id,
+	// so supports_proposals (which promises that) stays false.
+	r.MediaBuy = map[string]any{"supported_pricing_models": []string{"cpm"}, "buying_modes": []string{"brief", "wholesale", "refine"}, "supports_proposals": false}
 	r.RequestSigning = s.signing.capability()
 	wc := s.sender.Capability()
 	r.WebhookSigning = &wc

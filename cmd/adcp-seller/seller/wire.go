@@ -62,7 +62,7 @@ type createRequest struct {
 	StartTime              string           `json:"start_time" jsonschema:"asap, or an RFC 3339 date-time"`
 	EndTime                string           `json:"end_time" jsonschema:"an RFC 3339 date-time after start_time"`
 	Packages               []packageRequest `json:"packages" jsonschema:"one or more packages"`
-	ProposalID             string           `json:"proposal_id,omitempty" jsonschema:"not supported by this seller"`
+	ProposalID             string           `json:"proposal_id,omitempty" jsonschema:"not supported: send packages following a proposal's allocations instead (UNSUPPORTED_FEATURE)"`
 	PushNotificationConfig *pushConfig      `json:"push_notification_config,omitempty" jsonschema:"webhook registration for the task's status changes"`
 }
 
@@ -97,6 +97,30 @@ type listRequest struct {
 	Pagination *paginationRequest `json:"pagination,omitempty" jsonschema:"cursor pagination: max_results and the previous page's cursor"`
 }
 
+type listAccountsRequest struct {
+	listRequest
+	Status  string `json:"status,omitempty" jsonschema:"only accounts in this status: active, pending_approval, rejected, payment_required, suspended or closed"`
+	Sandbox *bool  `json:"sandbox,omitempty" jsonschema:"true: only sandbox accounts; false: only production accounts; absent: both"`
+}
+
+// syncAccount is one account of a sync_accounts request.
+type syncAccount struct {
+	Brand        *brandRef `json:"brand" jsonschema:"the advertiser's brand"`
+	Operator     string    `json:"operator" jsonschema:"the domain of whoever operates the account: the brand itself or its agency"`
+	Billing      string    `json:"billing" jsonschema:"who is invoiced: operator (the only model this seller offers), agent or advertiser"`
+	PaymentTerms string    `json:"payment_terms,omitempty" jsonschema:"net_15, net_30 (the default), net_45, net_60, net_90 or prepay"`
+	Sandbox      bool      `json:"sandbox,omitempty" jsonschema:"a sandbox account: nothing is bought for real"`
+}
+
+type syncAccountsRequest struct {
+	envelope
+	IdempotencyKey         string          `json:"idempotency_key" jsonschema:"16 to 255 of A-Za-z0-9_.:-, fresh for every new sync; a retry resends it"`
+	Accounts               []syncAccount   `json:"accounts" jsonschema:"1 to 1000 accounts to provision or update, each named by brand and operator"`
+	DeleteMissing          bool            `json:"delete_missing,omitempty" jsonschema:"not supported: true is UNSUPPORTED_FEATURE"`
+	DryRun                 bool            `json:"dry_run,omitempty" jsonschema:"answer what would change and change nothing"`
+	PushNotificationConfig json.RawMessage `json:"push_notification_config,omitempty" jsonschema:"accepted and unused: accounts are active at once, so no status change follows"`
+}
+
 type getMediaBuysRequest struct {
 	listRequest
 	MediaBuyIDs []string `json:"media_buy_ids,omitempty" jsonschema:"the media buys to return; all of the caller's when empty"`
@@ -110,7 +134,17 @@ type getProductsRequest struct {
 		DeliveryType string   `json:"delivery_type,omitempty" jsonschema:"guaranteed or non_guaranteed"`
 		Channels     []string `json:"channels,omitempty" jsonschema:"channels such as display or olv"`
 	} `json:"filters,omitempty" jsonschema:"narrow the catalog"`
+	Refine                 []refineEntry   `json:"refine,omitempty" jsonschema:"refine mode only: change requests on the products and proposals of a previous answer, each with its scope (request, product or proposal), answered by position in refinement_applied"`
 	PushNotificationConfig json.RawMessage `json:"push_notification_config,omitempty" jsonschema:"not supported: get_products always answers synchronously (INVALID_REQUEST)"`
+}
+
+// refineEntry is one change request of get_products' refine mode.
+type refineEntry struct {
+	Scope      string `json:"scope" jsonschema:"request, product or proposal"`
+	Ask        string `json:"ask,omitempty" jsonschema:"what the buyer asks for, in words"`
+	ProductID  string `json:"product_id,omitempty" jsonschema:"scope product: a product_id from a previous answer"`
+	ProposalID string `json:"proposal_id,omitempty" jsonschema:"scope proposal: a proposal_id from a previous answer"`
+	Action     string `json:"action,omitempty" jsonschema:"scope product: include (default), omit or more_like_this; scope proposal: include (default), omit or finalize"`
 }
 
 type taskStatusRequest struct {

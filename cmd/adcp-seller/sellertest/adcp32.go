@@ -57,6 +57,8 @@ func Run32(t *testing.T, env Env) {
 	t.Run("Pagination", func(t *testing.T) { paginationScenario(t, env) })
 	t.Run("SeedMediaBuy", func(t *testing.T) { seedMediaBuys(t, env) })
 	t.Run("SeedCreative", func(t *testing.T) { seedCreatives(t, env) })
+	t.Run("Accounts", func(t *testing.T) { accounts(t, env) })
+	t.Run("Proposals", func(t *testing.T) { proposals(t, env) })
 }
 
 func correlation(t *testing.T, a Answer) any {
@@ -256,7 +258,7 @@ func controller(t *testing.T, env Env) {
 			t.Fatalf("%s without its params: %v", scenario, r)
 		}
 	}
-	if r := controllerCall(t, cs, "force_account_status", map[string]any{"account_id": "a", "status": "suspended"}); r["error"] != "UNKNOWN_SCENARIO" {
+	if r := controllerCall(t, cs, "simulate_delivery", map[string]any{"media_buy_id": "a"}); r["error"] != "UNKNOWN_SCENARIO" {
 		t.Fatalf("an unimplemented scenario: %v", r)
 	}
 	if r := controllerCall(t, cs, "force_task_completion", map[string]any{"task_id": "no-such-task", "result": map[string]any{"x": 1}}); r["error"] != "NOT_FOUND" {

@@ -38,19 +38,33 @@ SELECT count(*) FROM seller_media_buys WHERE principal_id = sqlc.arg('principal_
 
 -- name: AccountGet :many
 -- AccountGet finds one of a principal's accounts by id.
-SELECT account FROM seller_media_buys
+SELECT account FROM seller_accounts
+WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account_id');
+
+-- name: AccountForUpdate :many
+-- AccountForUpdate reads one of a principal's accounts and locks it until
+-- the transaction ends.
+SELECT account FROM seller_accounts
 WHERE principal_id = sqlc.arg('principal_id') AND account_id = sqlc.arg('account_id')
-LIMIT 1;
+FOR UPDATE;
+
+-- name: AccountUpsert :exec
+-- AccountUpsert stores a new account of a principal, or replaces it.
+INSERT INTO seller_accounts (principal_id, account_id, account)
+VALUES (sqlc.arg('principal_id'), sqlc.arg('account_id'), sqlc.arg('account'))
+ON CONFLICT (principal_id, account_id) DO UPDATE SET account = EXCLUDED.account;
+
+-- name: AccountInsertIfAbsent :exec
+-- AccountInsertIfAbsent opens an account of a principal unless it exists
+-- (an account a media buy is made under).
+INSERT INTO seller_accounts (principal_id, account_id, account)
+VALUES (sqlc.arg('principal_id'), sqlc.arg('account_id'), sqlc.arg('account'))
+ON CONFLICT (principal_id, account_id) DO NOTHING;
 
 -- name: AccountList :many
--- AccountList returns the accounts a principal has bought under, oldest
--- first.
-SELECT account FROM (
-    SELECT DISTINCT ON (account_id) account_id, account, created_at
-    FROM seller_media_buys WHERE principal_id = sqlc.arg('principal_id')
-    ORDER BY account_id, created_at
-) AS a
-ORDER BY created_at, account_id;
+-- AccountList returns a principal's accounts, oldest first.
+SELECT account FROM seller_accounts WHERE principal_id = sqlc.arg('principal_id')
+ORDER BY seq;
 
 -- name: TaskInsert :exec
 -- TaskInsert stores a new task (inside the idempotent transaction).

@@ -8,6 +8,14 @@ import (
 	"time"
 )
 
+type SellerAccount struct {
+	PrincipalID string
+	AccountID   string
+	Account     []byte
+	CreatedAt   time.Time
+	Seq         int64
+}
+
 type SellerCreative struct {
 	PrincipalID string
 	CreativeID  string

@@ -10,10 +10,42 @@ import (
 	"time"
 )
 
-const accountGet = `-- name: AccountGet :many
-SELECT account FROM seller_media_buys
+const accountForUpdate = `-- name: AccountForUpdate :many
+SELECT account FROM seller_accounts
 WHERE principal_id = $1 AND account_id = $2
-LIMIT 1
+FOR UPDATE
+`
+
+type AccountForUpdateParams struct {
+	PrincipalID string
+	AccountID   string
+}
+
+// AccountForUpdate reads one of a principal's accounts and locks it until
+// the transaction ends.
+func (q *Queries) AccountForUpdate(ctx context.Context, db DBTX, arg AccountForUpdateParams) ([][]byte, error) {
+	rows, err := db.Query(ctx, accountForUpdate, arg.PrincipalID, arg.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items [][]byte
+	for rows.Next() {
+		var account []byte
+		if err := rows.Scan(&account); err != nil {
+			return nil, err
+		}
+		items = append(items, account)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const accountGet = `-- name: AccountGet :many
+SELECT account FROM seller_accounts
+WHERE principal_id = $1 AND account_id = $2
 `
 
 type AccountGetParams struct {
@@ -42,17 +74,31 @@ func (q *Queries) AccountGet(ctx context.Context, db DBTX, arg AccountGetParams)
 	return items, nil
 }
 
-const accountList = `-- name: AccountList :many
-SELECT account FROM (
-    SELECT DISTINCT ON (account_id) account_id, account, created_at
-    FROM seller_media_buys WHERE principal_id = $1
-    ORDER BY account_id, created_at
-) AS a
-ORDER BY created_at, account_id
+const accountInsertIfAbsent = `-- name: AccountInsertIfAbsent :exec
+INSERT INTO seller_accounts (principal_id, account_id, account)
+VALUES ($1, $2, $3)
+ON CONFLICT (principal_id, account_id) DO NOTHING
 `
 
-// AccountList returns the accounts a principal has bought under, oldest
-// first.
+type AccountInsertIfAbsentParams struct {
+	PrincipalID string
+	AccountID   string
+	Account     []byte
+}
+
+// AccountInsertIfAbsent opens an account of a principal unless it exists
+// (an account a media buy is made under).
+func (q *Queries) AccountInsertIfAbsent(ctx context.Context, db DBTX, arg AccountInsertIfAbsentParams) error {
+	_, err := db.Exec(ctx, accountInsertIfAbsent, arg.PrincipalID, arg.AccountID, arg.Account)
+	return err
+}
+
+const accountList = `-- name: AccountList :many
+SELECT account FROM seller_accounts WHERE principal_id = $1
+ORDER BY seq
+`
+
+// AccountList returns a principal's accounts, oldest first.
 func (q *Queries) AccountList(ctx context.Context, db DBTX, principalID string) ([][]byte, error) {
 	rows, err := db.Query(ctx, accountList, principalID)
 	if err != nil {
@@ -71,6 +117,24 @@ func (q *Queries) AccountList(ctx context.Context, db DBTX, principalID string) 
 		return nil, err
 	}
 	return items, nil
+}
+
+const accountUpsert = `-- name: AccountUpsert :exec
+INSERT INTO seller_accounts (principal_id, account_id, account)
+VALUES ($1, $2, $3)
+ON CONFLICT (principal_id, account_id) DO UPDATE SET account = EXCLUDED.account
+`
+
+type AccountUpsertParams struct {
+	PrincipalID string
+	AccountID   string
+	Account     []byte
+}
+
+// AccountUpsert stores a new account of a principal, or replaces it.
+func (q *Queries) AccountUpsert(ctx context.Context, db DBTX, arg AccountUpsertParams) error {
+	_, err := db.Exec(ctx, accountUpsert, arg.PrincipalID, arg.AccountID, arg.Account)
+	return err
 }
 
 const creativeList = `-- name: CreativeList :many
