@@ -30,7 +30,11 @@ package integration
 // Environment:
 //
 //	IDEM_BENCH_ROWS        table sizes for BenchmarkPostgresGrowth, comma
-//	                       separated (default 1000000,10000000; 0 is always run)
+//	                       separated (default 1000000,10000000; 0 is always run;
+//	                       100000000 needs about 45 GB of disk, see
+//	                       docs/BENCHMARKS.md)
+//	IDEM_BENCH_GROWTH_C    concurrencies of BenchmarkPostgresGrowth, comma
+//	                       separated (default 1,4,16)
 //	IDEM_BENCH_SWEEP_ROWS  rows in the table BenchmarkPostgresSweep sweeps,
 //	                       a third of them past retention (default 1000000)
 //	IDEM_BENCH_ROUNDS      rounds of the comparison benchmarks (default 1;
@@ -44,6 +48,7 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -484,6 +489,23 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 	return err
 }
 
+// runInTxReplay is the library's replay path: key(i) must name one of the
+// replayKeys keys that a setup stored for principal benchPrincipal(i %
+// replayKeys) through RunInTx with benchPayload; a call that runs the
+// handler or is not replayed fails.
+func runInTxReplay(d *benchDB, s *idem.Store, key func(int64) string) benchOp {
+	return func(ctx context.Context, i int64) error {
+		p := benchPrincipal(i % replayKeys)
+		res, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
+			Principal: p, Key: key(i), Operation: "create_media_buy", Payload: benchPayload,
+		}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
+		if err == nil && !res.Replayed {
+			err = errors.New("not replayed")
+		}
+		return err
+	}
+}
+
 // BenchmarkPostgresReplay compares idem.RunInTx on a completed key
 // (impl=RunInTx; 1000 keys, walked in turn) with a primary-key SELECT of
 // the stored response in a transaction (impl=select-tx: BEGIN, SELECT,
@@ -526,16 +548,7 @@ func BenchmarkPostgresReplay(b *testing.B) {
 				s    *idem.Store
 			}{{"RunInTx", s}, {"RunInTx-preread", pre}} {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, impl.name), func(b *testing.B) {
-					measure(b, d, c, func(ctx context.Context, i int64) error {
-						p := benchPrincipal(i % replayKeys)
-						res, err := idem.RunInTx(ctx, impl.s, d.pool, idem.Request{
-							Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
-						}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
-						if err == nil && !res.Replayed {
-							err = errors.New("not replayed")
-						}
-						return err
-					})
+					measure(b, d, c, runInTxReplay(d, impl.s, replayKey))
 				})
 			}
 			for _, p := range replayPrototypes {
@@ -600,27 +613,85 @@ func rowsName(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// BenchmarkPostgresGrowth measures the RunInTx miss path on tables that
-// already hold rows=N keys (filled with fillKeys over the last three days,
-// so a third of them are tombstones past retention, then VACUUM ANALYZE)
-// against an empty one (rows=0). The goal is <= 1.2x the empty table's
-// latency at 1M and 10M rows. Set IDEM_BENCH_ROWS to change the sizes.
+// BenchmarkPostgresGrowth measures the RunInTx miss path (op=miss) and
+// replay path (op=replay) on tables that already hold rows=N keys (filled
+// with fillKeys over the last three days, so a third of them are
+// tombstones past retention, then VACUUM ANALYZE) against an empty one
+// (rows=0), at each concurrency of IDEM_BENCH_GROWTH_C (default 1, 4, 16).
+// The goal is <= 1.2x the empty table's latency at 1M and 10M rows. Set
+// IDEM_BENCH_ROWS to change the sizes.
+//
+// Replays walk growthReplayKeys: replayKeys keys stored through RunInTx
+// after the fill, at random places in the primary key (UUID-shaped, as the
+// fill's keys are) and at the end of the heap (they are the newest rows).
+// Besides measure's metrics each sub-benchmark reports the table's size
+// with its indexes after the timed calls (table-MB).
+// scripts/benchplot.go draws the results.
 func BenchmarkPostgresGrowth(b *testing.B) {
 	s := newStore(b, nil)
 	sizes := append([]int64{0}, benchRows("IDEM_BENCH_ROWS", []int64{1_000_000, 10_000_000})...)
 	sizes = slices.Compact(sizes)
+	conc := benchRows("IDEM_BENCH_GROWTH_C", []int64{1, 4, 16})
 	for range benchRounds() {
-		for _, c := range concurrencies {
+		for _, c := range conc {
 			for _, n := range sizes {
-				b.Run(fmt.Sprintf("c=%d/rows=%s", c, rowsName(n)), func(b *testing.B) {
-					d := benchSchema(b, "growth_"+rowsName(n), func(ctx context.Context, pool *pgxpool.Pool) error {
-						return fillTable(ctx, pool, n)
+				d := func(b *testing.B) *benchDB {
+					return benchSchema(b, "growth_"+rowsName(n), func(ctx context.Context, pool *pgxpool.Pool) error {
+						if err := fillTable(ctx, pool, n); err != nil {
+							return err
+						}
+						return seedGrowthReplays(ctx, pool)
 					})
-					measure(b, d, c, runInTxMiss(d, s))
-				})
+				}
+				for _, op := range []string{"miss", "replay"} {
+					b.Run(fmt.Sprintf("c=%d/rows=%s/op=%s", c, rowsName(n), op), func(b *testing.B) {
+						d := d(b)
+						if op == "miss" {
+							measure(b, d, int(c), runInTxMiss(d, s))
+						} else {
+							measure(b, d, int(c), runInTxReplay(d, s, growthReplayKey))
+						}
+						var size int64
+						if err := d.pool.QueryRow(context.Background(), `SELECT pg_total_relation_size('idempotency_keys')`).Scan(&size); err != nil {
+							b.Fatal(err)
+						}
+						b.ReportMetric(float64(size)/1e6, "table-MB")
+					})
+				}
 			}
 		}
 	}
+}
+
+// growthReplayKeys are the keys that BenchmarkPostgresGrowth replays:
+// UUID-shaped, so that they fall at random places among the fill's keys.
+var growthReplayKeys = func() []string {
+	keys := make([]string, replayKeys)
+	for i := range keys {
+		h := sha256.Sum256([]byte("growth-replay-" + strconv.Itoa(i)))
+		keys[i] = fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+	}
+	return keys
+}()
+
+func growthReplayKey(i int64) string { return growthReplayKeys[i%replayKeys] }
+
+// seedGrowthReplays stores growthReplayKeys through RunInTx, for
+// runInTxReplay.
+func seedGrowthReplays(ctx context.Context, pool *pgxpool.Pool) error {
+	s, err := idem.NewStore(&idem.Config{Limiter: idem.Unlimited})
+	if err != nil {
+		return err
+	}
+	for i := range int64(replayKeys) {
+		p := benchPrincipal(i)
+		if _, err := idem.RunInTx(ctx, s, pool, idem.Request{
+			Principal: p, Key: growthReplayKey(i), Operation: "create_media_buy", Payload: benchPayload,
+		}, createBuy(p, 5000)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fillTable fills idempotency_keys with n rows, in statements of a million
