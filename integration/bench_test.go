@@ -426,13 +426,13 @@ func plainTxMiss(d *benchDB) benchOp {
 	}
 }
 
-// runInTxMiss is the library's miss path: a fresh key, the same insert as
-// plainTxMiss in the handler.
-func runInTxMiss(d *benchDB, s *idem.Store) benchOp {
+// runInTxMiss is the library's miss path: a fresh key, key(i), the same
+// insert as plainTxMiss in the handler.
+func runInTxMiss(d *benchDB, s *idem.Store, key func(int64) string) benchOp {
 	return func(ctx context.Context, i int64) error {
 		p := benchPrincipal(i)
 		res, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
-			Principal: p, Key: benchMissKey(i), Operation: "create_media_buy", Payload: benchPayload,
+			Principal: p, Key: key(i), Operation: "create_media_buy", Payload: benchPayload,
 		}, createBuy(p, 5000))
 		if err == nil && res.Replayed {
 			err = errors.New("a fresh key was replayed")
@@ -458,8 +458,8 @@ func BenchmarkPostgresMiss(b *testing.B) {
 	for range benchRounds() {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=plain-tx", c), func(b *testing.B) { measure(b, d, c, plainTxMiss(d)) })
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s)) })
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-preread", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, pre)) })
+			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s, benchMissKey)) })
+			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-preread", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, pre, benchMissKey)) })
 			for _, p := range missPrototypes {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
 			}
@@ -613,8 +613,9 @@ func rowsName(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// BenchmarkPostgresGrowth measures the RunInTx miss path (op=miss) and
-// replay path (op=replay) on tables that already hold rows=N keys (filled
+// BenchmarkPostgresGrowth measures the RunInTx miss path (op=miss, on
+// fresh UUID-shaped keys: growthMissKey) and replay path (op=replay) on
+// tables that already hold rows=N keys (filled
 // with fillKeys over the last three days, so a third of them are
 // tombstones past retention, then VACUUM ANALYZE) against an empty one
 // (rows=0), at each concurrency of IDEM_BENCH_GROWTH_C (default 1, 4, 16).
@@ -647,7 +648,7 @@ func BenchmarkPostgresGrowth(b *testing.B) {
 					b.Run(fmt.Sprintf("c=%d/rows=%s/op=%s", c, rowsName(n), op), func(b *testing.B) {
 						d := d(b)
 						if op == "miss" {
-							measure(b, d, int(c), runInTxMiss(d, s))
+							measure(b, d, int(c), runInTxMiss(d, s, growthMissKey))
 						} else {
 							measure(b, d, int(c), runInTxReplay(d, s, growthReplayKey))
 						}
@@ -663,13 +664,27 @@ func BenchmarkPostgresGrowth(b *testing.B) {
 	}
 }
 
+// growthMissKey is a fresh UUID-shaped key, unique in the process (and
+// across processes, through benchRun): as the keys buyers send (AdCP's are
+// UUIDs) and the fill's, each miss lands at a random place in its
+// principal's part of the primary key, where benchMissKey's would all land
+// at one place per principal.
+func growthMissKey(i int64) string {
+	return uuidShaped("growth-miss-" + benchRun + "-" + strconv.FormatInt(i, 10))
+}
+
+// uuidShaped formats the start of seed's SHA-256 as a UUID.
+func uuidShaped(seed string) string {
+	h := sha256.Sum256([]byte(seed))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
 // growthReplayKeys are the keys that BenchmarkPostgresGrowth replays:
 // UUID-shaped, so that they fall at random places among the fill's keys.
 var growthReplayKeys = func() []string {
 	keys := make([]string, replayKeys)
 	for i := range keys {
-		h := sha256.Sum256([]byte("growth-replay-" + strconv.Itoa(i)))
-		keys[i] = fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+		keys[i] = uuidShaped("growth-replay-" + strconv.Itoa(i))
 	}
 	return keys
 }()
@@ -851,7 +866,7 @@ func sweepUnderLoad(b *testing.B, d *benchDB, s *idem.Store, sweep func(context.
 		lat   time.Duration
 	}
 	samples := make([][]sample, workers)
-	op := runInTxMiss(d, s)
+	op := runInTxMiss(d, s, benchMissKey)
 	var wg sync.WaitGroup
 	var opErr atomic.Pointer[error]
 	for w := range workers {
@@ -934,8 +949,8 @@ func BenchmarkPostgresWALRecords(b *testing.B) {
 		op   benchOp
 	}{
 		{"plain-tx miss", 1, plainTxMiss(d)},
-		{"RunInTx miss", 1, runInTxMiss(d, s)},
-		{"RunInTx miss, c=16", 16, runInTxMiss(d, s)},
+		{"RunInTx miss", 1, runInTxMiss(d, s, benchMissKey)},
+		{"RunInTx miss, c=16", 16, runInTxMiss(d, s, benchMissKey)},
 		{"RunInTx replay", 1, func(ctx context.Context, i int64) error {
 			p := benchPrincipal(i % replayKeys)
 			_, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
