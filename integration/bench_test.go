@@ -626,7 +626,9 @@ func rowsName(n int64) string {
 // after the fill, at random places in the primary key (UUID-shaped, as the
 // fill's keys are) and at the end of the heap (they are the newest rows).
 // Besides measure's metrics each sub-benchmark reports the table's size
-// with its indexes after the timed calls (table-MB).
+// with its indexes after the timed calls (table-MB) and how much of the WAL
+// per call was full-page images (FPI-B/op; counted from before the
+// warm-up calls, so it is a little more than the timed calls' share).
 // scripts/benchplot.go draws the results.
 func BenchmarkPostgresGrowth(b *testing.B) {
 	s := newStore(b, nil)
@@ -647,11 +649,13 @@ func BenchmarkPostgresGrowth(b *testing.B) {
 				for _, op := range []string{"miss", "replay"} {
 					b.Run(fmt.Sprintf("c=%d/rows=%s/op=%s", c, rowsName(n), op), func(b *testing.B) {
 						d := d(b)
+						lsn := walLSN(b, d.pool)
 						if op == "miss" {
 							measure(b, d, int(c), runInTxMiss(d, s, growthMissKey))
 						} else {
 							measure(b, d, int(c), runInTxReplay(d, s, growthReplayKey))
 						}
+						b.ReportMetric(float64(fullPageImageBytes(b, d.pool, lsn))/float64(b.N), "FPI-B/op")
 						var size int64
 						if err := d.pool.QueryRow(context.Background(), `SELECT pg_total_relation_size('idempotency_keys')`).Scan(&size); err != nil {
 							b.Fatal(err)
@@ -662,6 +666,39 @@ func BenchmarkPostgresGrowth(b *testing.B) {
 			}
 		}
 	}
+}
+
+// fullPageImageBytes is the size of the full-page images in the WAL
+// written since lsn, by anyone (pg_walinspect): the whole pages that
+// Postgres logs on the first change to a page after each checkpoint
+// (full_page_writes). It is 0 where pg_walinspect cannot be installed.
+func fullPageImageBytes(b *testing.B, pool *pgxpool.Pool, lsn string) int64 {
+	b.Helper()
+	ctx := context.Background()
+	var schema string
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`); err != nil {
+		b.Logf("pg_walinspect: %v", err)
+		return 0
+	}
+	if err := pool.QueryRow(ctx, `SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_walinspect'`).Scan(&schema); err != nil {
+		b.Fatal(err)
+	}
+	// pg_get_wal_stats reads only flushed WAL; the WAL writer flushes what
+	// a commit did not within wal_writer_delay (200 ms).
+	time.Sleep(500 * time.Millisecond)
+	var end string
+	var none bool
+	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_flush_lsn() <= $1::pg_lsn`, lsn).Scan(&end, &none); err != nil {
+		b.Fatal(err)
+	}
+	if none { // pg_get_wal_stats wants start < end
+		return 0
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(fpi_size), 0)::bigint FROM `+schema+`.pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, false)`, lsn, end).Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 // growthMissKey is a fresh UUID-shaped key, unique in the process (and
