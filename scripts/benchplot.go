@@ -13,8 +13,9 @@
 //	go run scripts/benchplot.go -growth growth.txt -entrysize entrysize.txt \
 //	    -loadavg loadavg.txt -o docs/plots
 //
-// It writes growth-throughput.svg, growth-p99.svg and
-// memstore-bytes-per-entry.svg into -o, each titled with the CPU that go
+// It writes growth-throughput.svg, growth-p99.svg, growth-wal.svg (WAL
+// bytes per miss against table size) and memstore-bytes-per-entry.svg
+// into -o, each titled with the CPU that go
 // test reports, the date of the run and the load average sampled during it
 // (-loadavg: lines "<RFC 3339 time> <1 min> <5 min> <15 min>"), and prints
 // the figures as Markdown tables (medians, ranges in parentheses).
@@ -291,6 +292,30 @@ func growthPlots(res *benchResults, load loadInfo, note, out string) error {
 		p99 = append(p99, p)
 	}
 	if err := writeSVG(filepath.Join(out, "growth-p99.svg"), "Idempotency-key table growth: p99 latency against table size", sub, p99); err != nil {
+		return err
+	}
+
+	// WAL per miss against table size, a line per concurrency (replays
+	// write none).
+	wal := panel{
+		title: "RunInTx misses: WAL written per call",
+		x:     axis{label: "rows already in the table (evenly spaced, not to scale)"},
+		y:     axis{label: "WAL per miss (bytes)"},
+	}
+	for i, n := range rows {
+		wal.x.ticks = append(wal.x.ticks, tick{float64(i), rowsLabel(n)})
+	}
+	for _, c := range cs {
+		s := series{name: fmt.Sprintf("c=%d", c)}
+		for i, n := range rows {
+			if b := figures[growthKey{"miss", c, n}]["WAL-B/op"]; len(b) > 0 {
+				lo, med, hi := summary(b)
+				s.pts = append(s.pts, pt{float64(i), med, lo, hi})
+			}
+		}
+		wal.series = append(wal.series, s)
+	}
+	if err := writeSVG(filepath.Join(out, "growth-wal.svg"), "Idempotency-key table growth: WAL per miss against table size", sub, []panel{wal}); err != nil {
 		return err
 	}
 
