@@ -101,10 +101,13 @@ fuzz:
 ## memstore (no Docker), then the Postgres paths against a stock Postgres
 ## container (testcontainers, as in `make integration`). Raw `go test -bench`
 ## output goes to $(BENCH_OUT)/; the ratio table is printed at the end and
-## saved as $(BENCH_OUT)/ratios.md. BENCH_COUNT is the -count of the CPU
+## saved as $(BENCH_OUT)/ratios.md, the growth plots drawn into
+## $(BENCH_OUT)/plots/ (docs/plots/ comes from `make plots`). BENCH_COUNT is the -count of the CPU
 ## benchmarks and the rounds of the Postgres comparisons (which run their
-## sides in turn). About 14 minutes on 2 cores, 2 of them filling the
-## 10M-row table (BENCH_ROWS=1000000 skips it). Never under -race, and none
+## sides in turn). About 14 minutes on 2 cores before the growth benchmark
+## covered c=4 and replays; its part alone now took 10 minutes on busy cores
+## (2026-12-02), 3-7 of them filling the 10M-row table (BENCH_ROWS=1000000
+## skips it). Never under -race, and none
 ## of it runs in `make test`.
 .PHONY: bench
 BENCH_OUT   ?= bench-out
