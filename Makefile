@@ -28,8 +28,11 @@ vet:
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff >/dev/null) || \
 		{ echo "$$m: go.mod/go.sum are not tidy (run GOWORK=off go mod tidy there)"; exit 1; }; done
 
+## unit also runs the allocation tests, which build without -race only
+## (the race detector's instrumentation allocates).
 unit:
 	@set -e; for m in $(LIB_MODULES); do (cd $$m && $(GO) test -race -count=1 ./...); done
+	$(GO) test -count=1 -run Allocations ./adcp
 
 ## integration: the full log goes to integration.log; a skipped test fails the run.
 integration:
@@ -97,8 +100,9 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./idem/internal/jcs -run '^$$' -fuzz FuzzCanonicalize -fuzztime $(FUZZTIME)
 
-## bench: the benchmark suite of docs/BENCHMARKS.md: canonical hash and
-## memstore (no Docker), then the Postgres paths against a stock Postgres
+## bench: the benchmark suite of docs/BENCHMARKS.md: canonical hash,
+## memstore and the seller's MCP path in memory (no Docker), then the
+## Postgres paths against a stock Postgres
 ## container (testcontainers, as in `make integration`). Raw `go test -bench`
 ## output goes to $(BENCH_OUT)/; the ratio table is printed at the end and
 ## saved as $(BENCH_OUT)/ratios.md, the growth plots drawn into
@@ -121,6 +125,7 @@ bench:
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreParallel -benchmem -benchtime 500ms -cpu 1,2 -count $(BENCH_COUNT) | tee -a $(BENCH_OUT)/memstore.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench 'MemstoreSealed|MemstoreKeyedRead' -benchmem -benchtime 200ms -count $(BENCH_COUNT) | tee $(BENCH_OUT)/sealed.txt
 	set -o pipefail; $(GO) test ./memstore -run '^$$' -bench MemstoreBytesPerEntry -benchtime 1x -count 3 | tee $(BENCH_OUT)/entrysize.txt
+	set -o pipefail; cd cmd/adcp-seller && $(GO) test ./seller -run '^$$' -bench SellerMCP -benchmem -benchtime 500ms -count $(BENCH_COUNT) | tee $(CURDIR)/$(BENCH_OUT)/sellermcp.txt
 	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=$(BENCH_COUNT) $(GO) test -run '^$$' -bench 'PostgresRoundTrip|PostgresMiss|PostgresReplay' -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/postgres.txt
 	set -o pipefail; cd integration && $(GO) test -run '^$$' -bench 'PostgresWALRecords' -benchtime 1x -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/walrecords.txt
 	set -o pipefail; cd integration && IDEM_BENCH_ROUNDS=3 IDEM_BENCH_ROWS=$(BENCH_ROWS) $(GO) test -run '^$$' -bench PostgresGrowth -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/growth.txt

@@ -47,9 +47,11 @@ type Call struct {
 	// Arguments are the task's arguments, a JSON object, as received.
 	Arguments json.RawMessage
 	// Context is the request's context object, as received (nil when
-	// absent). The answer echoes it by itself; a handler needs it only
-	// for what it sends later, such as a task's webhooks, which AdCP
-	// requires to echo the originating request's context.
+	// absent): a slice of Arguments. The answer echoes it by itself; a
+	// handler needs it only for what it sends later, such as a task's
+	// webhooks, which AdCP requires to echo the originating request's
+	// context (keeping it keeps the whole arguments: copy it to keep
+	// only it).
 	Context json.RawMessage
 }
 
@@ -94,7 +96,10 @@ type Task struct {
 	Tool string
 	// Principal is the authenticated caller ("" fails closed).
 	Principal string
-	// Arguments are the raw arguments; empty or null means {}.
+	// Arguments are the raw arguments; empty or null means {}. The Call a
+	// handler gets holds slices of them (Arguments, Context), not copies:
+	// a transport must not reuse their memory while a handler may keep
+	// those.
 	Arguments json.RawMessage
 }
 

@@ -81,17 +81,6 @@ func SuccessAnswer(v Version, body json.RawMessage, replayed *bool, reqContext j
 	return Answer{Body: out}
 }
 
-// hasMember reports whether the JSON object body has a top-level member
-// name.
-func hasMember(body json.RawMessage, name string) bool {
-	var fields map[string]json.RawMessage
-	if json.Unmarshal(body, &fields) != nil {
-		return false
-	}
-	_, ok := fields[name]
-	return ok
-}
-
 // ErrorAnswer answers with {adcp_error, status: failed, context} (and, for
 // AdCP 3.1 and later, adcp_version). An [*Error] keeps
 // its fields; an idem error is answered in its AdCP form (idem.Wire);

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/adcp-go/idempotency/idem"
 )
@@ -27,21 +28,33 @@ type Arguments struct {
 
 // ParseArguments reads a task's arguments: a JSON object (empty input or null means
 // {}). The members this package reads are matched by their exact names, as
-// the canonical hash's exclusion list matches them: encoding/json would also
-// take "IDEMPOTENCY_KEY" for a struct field, so the members go through a
-// map. Anything but an object is INVALID_REQUEST.
+// the canonical hash's exclusion list matches them (encoding/json would also
+// take "IDEMPOTENCY_KEY" for a struct field); the members are slices of raw,
+// not copies. Anything but an object is INVALID_REQUEST.
 func ParseArguments(raw json.RawMessage) (Arguments, error) {
 	if t := bytes.TrimSpace(raw); len(t) == 0 || string(t) == "null" {
 		raw = json.RawMessage(`{}`) // no arguments
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+	a := Arguments{Raw: raw}
+	isObject := members(raw, func(name, value []byte) bool {
+		switch string(name) { // a duplicate member: the last one counts, as in a map
+		case "idempotency_key":
+			a.Key = value
+		case "context":
+			a.Context = value
+		case "account":
+			a.Account = value
+		case "adcp_version":
+			a.AdcpVersion = value
+		case "adcp_major_version":
+			a.AdcpMajorVersion = value
+		}
+		return true
+	})
+	if !isObject {
 		return Arguments{}, &Error{Code: "INVALID_REQUEST", Message: "task arguments must be a JSON object", Recovery: "correctable"}
 	}
-	return Arguments{
-		Raw: raw, Key: fields["idempotency_key"], Context: fields["context"], Account: fields["account"],
-		AdcpVersion: fields["adcp_version"], AdcpMajorVersion: fields["adcp_major_version"],
-	}, nil
+	return a, nil
 }
 
 // IdempotencyKey returns the validated idempotency_key, or an idem error
@@ -51,14 +64,36 @@ func (a Arguments) IdempotencyKey() (string, error) {
 	if !a.HasKey() {
 		return "", idem.ValidateKey("")
 	}
-	var key string
-	if err := json.Unmarshal(a.Key, &key); err != nil {
-		return "", idem.NewError(idem.ErrInvalidKey, "idempotency_key must be a string")
+	key, plain := plainString(a.Key)
+	if !plain {
+		if err := json.Unmarshal(a.Key, &key); err != nil {
+			return "", idem.NewError(idem.ErrInvalidKey, "idempotency_key must be a string")
+		}
 	}
 	if err := idem.ValidateKey(key); err != nil {
 		return "", err
 	}
 	return key, nil
+}
+
+// plainString returns the JSON string raw decodes to when it is written
+// without escapes (every valid key is): its bytes between the quotes, valid
+// UTF-8 and no control character. Otherwise it returns false, for
+// encoding/json to decode.
+func plainString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	s := raw[1 : len(raw)-1]
+	for _, c := range s {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(s) {
+		return "", false
+	}
+	return string(s), true
 }
 
 // HasKey reports whether the arguments carry an idempotency_key (null

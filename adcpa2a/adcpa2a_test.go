@@ -188,6 +188,41 @@ func TestMalformedInvocations(t *testing.T) {
 	}
 }
 
+// Invoked names the skill of a message/send exactly when the handler gets
+// as far as looking it up: malformed envelopes and invocations name none,
+// and an unknown skill or bad input is still named (the handler refuses it
+// after the lookup). FuzzA2ARequest checks that every skill that runs is
+// the one Invoked names.
+func TestInvoked(t *testing.T) {
+	input := `"input":{"idempotency_key":"` + key + `","budget":5}`
+	for name, tc := range map[string]struct{ body, method, skill string }{
+		"input":                {sendBody(`{"kind":"data","data":{"skill":"create_media_buy",` + input + `}}`), "message/send", "create_media_buy"},
+		"parameters":           {sendBody(`{"kind":"data","data":{"skill":"create_media_buy","parameters":{}}}`), "message/send", "create_media_buy"},
+		"text beside the data": {sendBody(`{"kind":"text","text":"hi"}`, `{"kind":"data","data":{"skill":"get_media_buys","input":{}}}`), "message/send", "get_media_buys"},
+		"unknown skill":        {sendBody(`{"kind":"data","data":{"skill":"delete_everything",` + input + `}}`), "message/send", "delete_everything"},
+		"input not object":     {sendBody(`{"kind":"data","data":{"skill":"create_media_buy","input":"x"}}`), "message/send", "create_media_buy"},
+		"no input":             {sendBody(`{"kind":"data","data":{"skill":"create_media_buy"}}`), "message/send", "create_media_buy"},
+		"text only":            {sendBody(`{"kind":"text","text":"buy"}`), "message/send", ""},
+		"two DataParts":        {sendBody(`{"kind":"data","data":{"skill":"create_media_buy",`+input+`}}`, `{"kind":"data","data":{"skill":"get_media_buys","input":{}}}`), "message/send", ""},
+		"a file part":          {sendBody(`{"kind":"data","data":{"skill":"create_media_buy",`+input+`}}`, `{"kind":"file","file":{"uri":"https://x"}}`), "message/send", ""},
+		"skill twice":          {sendBody(`{"kind":"data","data":{"skill":"get_media_buys","skill":"create_media_buy",` + input + `}}`), "message/send", ""},
+		"unknown member":       {sendBody(`{"kind":"data","data":{"skill":"create_media_buy",` + input + `,"x":1}}`), "message/send", ""},
+		"empty skill":          {sendBody(`{"kind":"data","data":{"skill":"",` + input + `}}`), "message/send", ""},
+		"too many parts":       {sendBody(strings.Repeat(`{"kind":"text","text":"x"},`, 16) + `{"kind":"data","data":{"skill":"create_media_buy",` + input + `}}`), "message/send", ""},
+		"no message":           {`{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}`, "message/send", ""},
+		"not JSON-RPC 2.0":     {strings.Replace(sendBody(`{"kind":"data","data":{"skill":"create_media_buy",`+input+`}}`), `"2.0"`, `"1.0"`, 1), "message/send", ""},
+		"object id":            {strings.Replace(sendBody(`{"kind":"data","data":{"skill":"create_media_buy",`+input+`}}`), `"id":7`, `"id":{}`, 1), "message/send", ""},
+		"streaming":            {strings.Replace(sendBody(`{"kind":"data","data":{"skill":"create_media_buy",`+input+`}}`), "message/send", "message/stream", 1), "message/stream", ""},
+		"tasks/get":            {`{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"id":"t"}}`, "tasks/get", ""},
+		"not JSON":             {`{"jsonrpc":"2.0",`, "", ""},
+		"a batch":              {`[{"jsonrpc":"2.0","id":1,"method":"tasks/get"}]`, "", ""},
+	} {
+		if method, skill := adcpa2a.Invoked([]byte(tc.body)); method != tc.method || skill != tc.skill {
+			t.Errorf("%s: Invoked = %q, %q; want %q, %q", name, method, skill, tc.method, tc.skill)
+		}
+	}
+}
+
 func TestMalformedRequests(t *testing.T) {
 	s := newSeller(t, nil)
 	srv := serve(t, s, &adcpa2a.Options{Principal: bearerPrincipal, MaxBodyBytes: 4 << 10})

@@ -46,6 +46,7 @@ type fuzzRig struct {
 	backend *countingBackend
 	handler http.Handler
 	runs    atomic.Int64
+	ran     atomic.Value // the id of the last skill whose runner was called
 }
 
 func newFuzzRig(t testing.TB) *fuzzRig {
@@ -76,8 +77,14 @@ func newFuzzRig(t testing.TB) *fuzzRig {
 	list := adcp.ReadOnly(nil, func(context.Context, *adcp.Call) (map[string]any, error) {
 		return map[string]any{"media_buys": []any{}}, nil
 	})
+	noted := func(id string, run adcp.Runner) adcp.Runner {
+		return func(ctx context.Context, t adcp.Task) adcp.Answer {
+			r.ran.Store(id)
+			return run(ctx, t)
+		}
+	}
 	h, err := adcpa2a.NewHandler(adcpa2a.Agent{Name: "fuzz", Description: "fuzz", URL: "http://seller.test/a2a"},
-		[]adcpa2a.Skill{{ID: "create_media_buy", Run: create}, {ID: "get_media_buys", Run: list}},
+		[]adcpa2a.Skill{{ID: "create_media_buy", Run: noted("create_media_buy", create)}, {ID: "get_media_buys", Run: noted("get_media_buys", list)}},
 		&adcpa2a.Options{Principal: func(*http.Request) string { return fuzzPrincipal }, MaxBodyBytes: fuzzMaxBody})
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +153,8 @@ func sendSeed(data string) string {
 // create_media_buy only when the request carried a valid key, which then
 // holds the one answer stored (a resend replays it); a read's success,
 // which stores nothing; or an AdCP INVALID_REQUEST, which stores nothing
-// (the store is fresh). A JSON-RPC error runs and stores nothing.
+// (the store is fresh). A JSON-RPC error runs and stores nothing. A skill
+// that runs is the skill adcpa2a.Invoked names for the body.
 func FuzzA2ARequest(f *testing.F) {
 	in := `"input":{"idempotency_key":"` + key + `","budget":5,"context":{"id":"a"}}`
 	for _, s := range []string{
@@ -178,6 +186,11 @@ func FuzzA2ARequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := newFuzzRig(t)
 		a := r.post(t, body)
+		if ran, _ := r.ran.Load().(string); ran != "" {
+			if _, named := adcpa2a.Invoked(body); named != ran {
+				t.Fatalf("request %q ran skill %q, but Invoked names %q", body, ran, named)
+			}
+		}
 		stored := func() int64 { return r.backend.completes.Load() }
 		if a.Error != nil {
 			if r.runs.Load() != 0 || stored() != 0 {

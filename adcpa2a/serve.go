@@ -202,59 +202,36 @@ type part struct {
 	Data json.RawMessage `json:"data"`
 }
 
+// Invoked reports what an A2A JSON-RPC request body invokes, decoded as
+// the [Handler] decodes it before it runs anything: method is the
+// JSON-RPC method ("" if body is not a JSON-RPC request object), and skill
+// is, for a valid message/send, the skill its one invocation DataPart
+// names. skill is "" for any other request and for any message/send the
+// Handler refuses before it looks the skill up, so a skill the Handler
+// runs is always the skill Invoked names: middleware that judges a
+// request by its skill (a signing policy, a rate limit) judges what runs.
+// The skill may still be refused afterwards (unknown, or its input
+// malformed). Invoked does not read the request's headers; body is not
+// retained.
+func Invoked(body []byte) (method, skill string) {
+	e, rerr := parseEnvelope(body)
+	if e == nil {
+		return "", ""
+	}
+	if rerr != nil || e.Method != "message/send" {
+		return e.Method, ""
+	}
+	skill, _, _ = invokedSkill(e.Params)
+	return e.Method, skill
+}
+
 // parseInvocation decodes and checks the invocation of a message/send: one
 // DataPart {skill, input} (or {skill, parameters} unless the profile is
 // activated), TextParts beside it, nothing else.
 func (h *Handler) parseInvocation(params json.RawMessage, activated bool) (*invocation, *rpcError) {
-	var p struct {
-		Message *struct {
-			Parts []json.RawMessage `json:"parts"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(params, &p); err != nil || p.Message == nil {
-		return nil, invalid(codeInvalidParams, "", "message/send needs params with a message object")
-	}
-	if len(p.Message.Parts) > maxParts {
-		return nil, invalid(codeInvalidParams, "", "the message has more than %d parts", maxParts)
-	}
-	var data json.RawMessage
-	dataParts := 0
-	for i, raw := range p.Message.Parts {
-		var pt part
-		if err := json.Unmarshal(raw, &pt); err != nil {
-			return nil, invalid(codeInvalidParams, "", "message part %d is not a part object", i)
-		}
-		switch pt.Kind {
-		case "text":
-		case "data":
-			dataParts++
-			data = pt.Data
-		case "file":
-			return nil, invalid(codeInvalidParams, "", "message part %d is a file part; an AdCP invocation carries one DataPart and no files", i)
-		default:
-			return nil, invalid(codeInvalidParams, "", "message part %d is not a text, data or file part", i)
-		}
-	}
-	switch dataParts {
-	case 0:
-		return nil, invalid(codeInvalidParams, "", "the message carries no DataPart; an AdCP invocation is one DataPart {\"skill\": ..., \"input\": {...}}")
-	case 1:
-	default:
-		return nil, invalid(codeInvalidParams, "", "the message carries %d DataParts; an AdCP invocation is exactly one", dataParts)
-	}
-
-	members, ok := objectMembers(data)
-	if !ok {
-		return nil, invalid(codeInvalidParams, "", "the DataPart's data must be an object {\"skill\": ..., \"input\": {...}} with each member once")
-	}
-	for name := range members {
-		if name != "skill" && name != "input" && name != "parameters" {
-			return nil, invalid(codeInvalidParams, "", "the DataPart's data may hold only skill and input")
-		}
-	}
-	var skill string
-	if err := json.Unmarshal(members["skill"], &skill); err != nil || skill == "" {
-		return nil, invalid(codeInvalidParams, "skill", "the DataPart needs skill: a non-empty string naming the AdCP task")
+	skill, members, rerr := invokedSkill(params)
+	if rerr != nil {
+		return nil, rerr
 	}
 	run := h.skills[skill]
 	if run == nil {
@@ -276,6 +253,65 @@ func (h *Handler) parseInvocation(params json.RawMessage, activated bool) (*invo
 		return nil, invalid(codeInvalidParams, "input", "input must be a JSON object: the task's arguments")
 	}
 	return &invocation{skill: skill, run: run, input: input}, nil
+}
+
+// invokedSkill decodes the params of a message/send up to the skill: the
+// message's parts (one DataPart, TextParts beside it, nothing else), the
+// DataPart's data (an object with skill, input and parameters at most, each
+// once) and its non-empty skill. It returns the skill and the data's
+// members, or the error the Handler answers. Both [Invoked] and
+// parseInvocation go through it, so they agree on every body.
+func invokedSkill(params json.RawMessage) (skill string, members map[string]json.RawMessage, rerr *rpcError) {
+	var p struct {
+		Message *struct {
+			Parts []json.RawMessage `json:"parts"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(params, &p); err != nil || p.Message == nil {
+		return "", nil, invalid(codeInvalidParams, "", "message/send needs params with a message object")
+	}
+	if len(p.Message.Parts) > maxParts {
+		return "", nil, invalid(codeInvalidParams, "", "the message has more than %d parts", maxParts)
+	}
+	var data json.RawMessage
+	dataParts := 0
+	for i, raw := range p.Message.Parts {
+		var pt part
+		if err := json.Unmarshal(raw, &pt); err != nil {
+			return "", nil, invalid(codeInvalidParams, "", "message part %d is not a part object", i)
+		}
+		switch pt.Kind {
+		case "text":
+		case "data":
+			dataParts++
+			data = pt.Data
+		case "file":
+			return "", nil, invalid(codeInvalidParams, "", "message part %d is a file part; an AdCP invocation carries one DataPart and no files", i)
+		default:
+			return "", nil, invalid(codeInvalidParams, "", "message part %d is not a text, data or file part", i)
+		}
+	}
+	switch dataParts {
+	case 0:
+		return "", nil, invalid(codeInvalidParams, "", "the message carries no DataPart; an AdCP invocation is one DataPart {\"skill\": ..., \"input\": {...}}")
+	case 1:
+	default:
+		return "", nil, invalid(codeInvalidParams, "", "the message carries %d DataParts; an AdCP invocation is exactly one", dataParts)
+	}
+
+	members, ok := objectMembers(data)
+	if !ok {
+		return "", nil, invalid(codeInvalidParams, "", "the DataPart's data must be an object {\"skill\": ..., \"input\": {...}} with each member once")
+	}
+	for name := range members {
+		if name != "skill" && name != "input" && name != "parameters" {
+			return "", nil, invalid(codeInvalidParams, "", "the DataPart's data may hold only skill and input")
+		}
+	}
+	if err := json.Unmarshal(members["skill"], &skill); err != nil || skill == "" {
+		return "", nil, invalid(codeInvalidParams, "skill", "the DataPart needs skill: a non-empty string naming the AdCP task")
+	}
+	return skill, members, nil
 }
 
 // objectMembers returns the members of the JSON object in data, by their

@@ -77,8 +77,7 @@ func (s *Store) beginAndClaim(ctx context.Context, conn DB, claim db.Idempotency
 			return nil, nil, dbError(ctx, "begin", err)
 		}
 		t := &txn{tx: tx}
-		row, err := s.q.IdempotencyKeyClaim(ctx, tx, claim)
-		held, err := claimOutcome(ctx, row, err, s.cfg.inFlightMax)
+		held, err := claimRow(ctx, s.q, tx, claim, s.cfg.inFlightMax)
 		if err != nil {
 			t.rollback(ctx)
 		}

@@ -331,16 +331,20 @@ func staleSnapshotError(ctx context.Context, conn DB, err error) error {
 	return e
 }
 
-// claimRow claims c in the table, waiting at most wait for a concurrent
-// uncommitted claim: a new row, or a takeover of a reusable one, that
-// expires after expires (the lease, or for RunInTx the TTL). It returns nil
-// once the key is claimed, or the entry holding it.
-func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, now func() time.Time, wait time.Duration, idle string, bound, expires time.Duration, c backend.Claim) (*backend.Entry, error) {
-	row, err := q.IdempotencyKeyClaim(ctx, tx, claimParams(now, wait, idle, expires, c))
+// claimRow claims a key in the table on tx with the arguments claimParams
+// made: a new row, or a takeover of a reusable one, waiting at most their
+// lock timeout for a concurrent uncommitted claim. It returns nil once the
+// key is claimed, or the entry holding it; bound is the in-flight bound an
+// IN_FLIGHT error reports.
+func claimRow(ctx context.Context, q *db.Queries, tx db.DBTX, claim db.IdempotencyKeyClaimParams, bound time.Duration) (*backend.Entry, error) {
+	row, err := q.IdempotencyKeyClaim(ctx, tx, claim)
 	return claimOutcome(ctx, row, err, bound)
 }
 
-// claimParams are the arguments of IdempotencyKeyClaim for c.
+// claimParams are the arguments of IdempotencyKeyClaim for c: wait bounds
+// the wait for a concurrent claim, idle bounds the claiming transaction's
+// idle_in_transaction_session_timeout ("" leaves it), and the row expires
+// after expires (the lease, or for RunInTx the TTL).
 func claimParams(now func() time.Time, wait time.Duration, idle string, expires time.Duration, c backend.Claim) db.IdempotencyKeyClaimParams {
 	return db.IdempotencyKeyClaimParams{
 		PrincipalID: c.Principal, AccountID: c.Account, Key: c.Key, Operation: c.Operation, RequestHash: c.Hash[:],
@@ -440,7 +444,7 @@ type PostgresBackend struct {
 // uncommitted claim (one that RunInTx holds on the same key).
 func (b *PostgresBackend) Claim(ctx context.Context, c backend.Claim) (*backend.Entry, error) {
 	for attempt := 1; ; attempt++ {
-		e, err := claimRow(ctx, &b.q, b.DB, atFunc(c.At), c.Wait, "", c.Lease, c.Lease, c)
+		e, err := claimRow(ctx, &b.q, b.DB, claimParams(atFunc(c.At), c.Wait, "", c.Lease, c), c.Lease)
 		if errors.Is(err, errStaleSnapshot) && attempt < 3 {
 			// At REPEATABLE READ each statement on a pool is a transaction
 			// of its own: the next one sees the holder.

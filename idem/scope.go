@@ -30,7 +30,13 @@ func AccountScope(salt []byte, naturalKey []byte) (string, error) {
 	m := hmac.New(sha256.New, salt)
 	m.Write([]byte("adcp/account-scope/v1\x00"))
 	m.Write(canon)
-	return "nk:" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+	// "nk:" and the base64 of the sum, built in place: one allocation, the
+	// string.
+	var sum [sha256.Size]byte
+	var out [3 + (sha256.Size*8+5)/6]byte
+	copy(out[:], "nk:")
+	base64.RawURLEncoding.Encode(out[3:], m.Sum(sum[:0]))
+	return string(out[:]), nil
 }
 
 // ProviderKey derives the key a seller uses for one downstream provider

@@ -2,6 +2,9 @@ package idem_test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -91,6 +94,13 @@ func TestAccountScope(t *testing.T) {
 	a, err := idem.AccountScope(salt, []byte(`{"brand":{"domain":"acme.example"},"operator":"agency.example"}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The scope is part of every stored key's identity: its formula never
+	// changes (the canonical form of this account is the account itself).
+	m := hmac.New(sha256.New, salt)
+	m.Write([]byte("adcp/account-scope/v1\x00{\"brand\":{\"domain\":\"acme.example\"},\"operator\":\"agency.example\"}"))
+	if want := "nk:" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)); a != want {
+		t.Fatalf("scope %q, want %q", a, want)
 	}
 	b, _ := idem.AccountScope(salt, []byte(`{ "operator" : "agency.example", "brand": {"domain":"acme.example"} }`))
 	if a != b || !strings.HasPrefix(a, "nk:") || strings.Contains(a, "acme") {

@@ -349,12 +349,13 @@ func walBytesSince(b *testing.B, pool *pgxpool.Pool, lsn string) int64 {
 
 var concurrencies = []int{1, 16}
 
-// benchRounds is how many times BenchmarkPostgresRoundTrip, Miss, Replay
-// and Growth run their sub-benchmarks in turn (IDEM_BENCH_ROUNDS, default
-// 1). go test's -count runs each sub-benchmark count times back to back, so
-// the two sides of a ratio would run minutes apart on a shared machine;
-// rounds interleave them instead (names repeat with a #01, #02... suffix,
-// which scripts/benchratio.go folds). make bench uses 5 rounds, -count 1.
+// benchRounds is how many times BenchmarkPostgresRoundTrip, Miss,
+// MissSeller, MissPartitioned, Replay and Growth run their sub-benchmarks in
+// turn (IDEM_BENCH_ROUNDS, default 1). go test's -count runs each
+// sub-benchmark count times back to back, so the two sides of a ratio
+// would run minutes apart on a shared machine; rounds interleave them
+// instead (names repeat with a #01, #02... suffix, which
+// scripts/benchratio.go folds). make bench uses 5 rounds, -count 1.
 func benchRounds() int {
 	if v := os.Getenv("IDEM_BENCH_ROUNDS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -792,8 +793,11 @@ var sweepRound atomic.Int64
 // It reports the sweep's rate (sweep-rows/s), the misses' p99 latency in the
 // 5 s before the sweep (p99-quiet-us) and during it (p99-sweep-us), their
 // ratio (p99-ratio; the question is whether it exceeds 1.2), and the misses'
-// throughput and the server's WAL rate in both windows. Each run refills the rows the previous one
-// deleted, then runs VACUUM ANALYZE, before anything is timed. Use
+// throughput and the server's WAL rate in both windows, the sweep's length
+// (sweep-s) and how many misses started during it (sweep-misses: the p99 of
+// fewer than a few hundred is close to their maximum). Each run refills the
+// rows the previous one deleted, then runs VACUUM ANALYZE, before anything
+// is timed. Use
 // -benchtime 1x: one sweep is one run.
 //
 // sweep=Store.Sweep is the library, as it is: batch after batch (1000 rows
@@ -856,7 +860,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				sweepUnderLoad(b, d, s, sw.sweep)
+				sweepUnderLoad(b, d, runInTxMiss(d, s, benchMissKey), sw.sweep)
 			}
 		})
 	}
@@ -894,7 +898,9 @@ func explainSweep(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func sweepUnderLoad(b *testing.B, d *benchDB, s *idem.Store, sweep func(context.Context) (int64, error)) {
+// sweepUnderLoad runs op on 4 goroutines, measures them for 5 s, then runs
+// sweep while they go on, and reports the misses' figures in both windows.
+func sweepUnderLoad(b *testing.B, d *benchDB, op benchOp, sweep func(context.Context) (int64, error)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const workers = 4
@@ -903,7 +909,6 @@ func sweepUnderLoad(b *testing.B, d *benchDB, s *idem.Store, sweep func(context.
 		lat   time.Duration
 	}
 	samples := make([][]sample, workers)
-	op := runInTxMiss(d, s, benchMissKey)
 	var wg sync.WaitGroup
 	var opErr atomic.Pointer[error]
 	for w := range workers {
@@ -959,6 +964,8 @@ func sweepUnderLoad(b *testing.B, d *benchDB, s *idem.Store, sweep func(context.
 	b.ReportMetric(us(percentile(quiet, 0.99)), "p99-quiet-us")
 	b.ReportMetric(us(percentile(during, 0.99)), "p99-sweep-us")
 	b.ReportMetric(float64(percentile(during, 0.99))/float64(percentile(quiet, 0.99)), "p99-ratio")
+	b.ReportMetric(sweepTime.Seconds(), "sweep-s")
+	b.ReportMetric(float64(len(during)), "sweep-misses")
 	b.ReportMetric(float64(len(quiet))/sweepFrom.Sub(quietFrom).Seconds(), "quiet-ops/s")
 	b.ReportMetric(float64(len(during))/sweepTime.Seconds(), "sweep-ops/s")
 }

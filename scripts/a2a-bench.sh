@@ -38,20 +38,11 @@ log() { echo "a2a-bench: $*" >&2; }
 go build -o bin/adcp-seller ./cmd/adcp-seller
 go build -o bin/adcp-load ./cmd/adcp-load
 
-pid=''
-cleanup() { [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; }
-trap cleanup EXIT
+. scripts/lib.sh
+trap lib_cleanup EXIT
 
-bin/adcp-seller -dev -addr 127.0.0.1:0 -tokens "bench=$TOKEN" -insert-rate 0 -log-level warn >"$OUT/seller.log" 2>&1 &
-pid=$!
-URL=''
-for _ in $(seq 1 100); do
-  URL=$(sed -n 's/.*serving MCP at \(http[^ ]*\)\/mcp.*/\1/p' "$OUT/seller.log")
-  [ -n "$URL" ] && break
-  kill -0 "$pid" 2>/dev/null || { cat "$OUT/seller.log" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$URL" ] || { log "the seller did not start"; exit 1; }
+seller_start "$OUT/seller.log" -dev -addr 127.0.0.1:0 -tokens "bench=$TOKEN" -insert-rate 0 -log-level warn
+URL=$SELLER_BASE
 log "seller at $URL (memory, -dev -insert-rate 0); ${DURATION}s per phase; concurrency ${CONCURRENCY[*]}; $ROUNDS rounds"
 
 rm -f "$OUT"/round-*.json

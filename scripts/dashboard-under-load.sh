@@ -31,10 +31,11 @@ work=$(mktemp -d)
 SCRAPES=${SCRAPES:-$work/scrapes.prom}
 log() { echo "dashboard-under-load: $*" >&2; }
 
-pids=() container=''
+. scripts/lib.sh
+scraper=''
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -z "$container" ] || docker rm -f "$container" >/dev/null 2>&1 || true
+  [ -z "$scraper" ] || kill "$scraper" 2>/dev/null || true
+  lib_cleanup
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,38 +43,16 @@ trap cleanup EXIT
 mkdir -p bin
 go build -o bin/adcp-seller ./cmd/adcp-seller
 
-pg="Postgres at \$DATABASE_URL"
-if [ -z "${DATABASE_URL:-}" ]; then
-  image=${IDEM_TEST_POSTGRES_IMAGE:-postgres:17-alpine}
-  container=$(docker run -d -e POSTGRES_PASSWORD=dash -e POSTGRES_USER=dash -e POSTGRES_DB=dash -p 127.0.0.1::5432 "$image")
-  port=$(docker port "$container" 5432/tcp | head -1 | sed 's/.*://')
-  DATABASE_URL="postgres://dash:dash@127.0.0.1:$port/dash?sslmode=disable"
-  for _ in $(seq 1 120); do
-    [ "$(docker logs "$container" 2>&1 | grep -c 'ready to accept connections')" -ge 2 ] && break
-    sleep 0.5
-  done
-  pg="Postgres ($image) in Docker"
-  log "$pg, container ${container:0:12}"
-fi
-
-key=$(head -c 32 /dev/urandom | base64)
-bin/adcp-seller -addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -tokens "dash=$TOKEN,dash-replay=$TOKEN2" -insert-rate "$INSERT_RATE" \
-  -database-url "$DATABASE_URL" -encryption-keys "dash=$key" >"$work/seller.out" 2>"$work/seller.log" &
-pids+=($!)
-for _ in $(seq 1 200); do
-  grep -q 'serving metrics at' "$work/seller.out" && break
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/seller.log" >&2; exit 1; }
-  sleep 0.1
-done
-URL=$(sed -n 's/.*serving MCP at \(http[^ ]*\).*/\1/p' "$work/seller.out")
-METRICS=$(sed -n 's/.*serving metrics at \(http[^ ]*\).*/\1/p' "$work/seller.out")
-[ -n "$URL" ] && [ -n "$METRICS" ] || { log "the seller did not start"; cat "$work/seller.log" >&2; exit 1; }
+postgres_start dash
+# -dev: the sealing, webhook signing and account keys are made up for the run.
+seller_start "$work/seller.log" -dev -addr 127.0.0.1:0 -metrics-addr 127.0.0.1:0 -tokens "dash=$TOKEN,dash-replay=$TOKEN2" \
+  -insert-rate "$INSERT_RATE" -database-url "$DATABASE_URL"
+URL=$SELLER_URL METRICS=$SELLER_METRICS
 log "seller at $URL, metrics at $METRICS"
 
 go build -o "$work/dashboard-svg" scripts/dashboard-svg.go
 "$work/dashboard-svg" scrape -url "$METRICS" -every 1s -out "$SCRAPES" &
 scraper=$!
-pids+=($scraper)
 sleep 3
 for mode in fresh replay; do
   tok=$TOKEN
@@ -89,7 +68,8 @@ log "load: $summary"
 sleep 6
 kill "$scraper"
 wait "$scraper" || true
+scraper=''
 
 "$work/dashboard-svg" render -in "$SCRAPES" -o "$OUT" \
-  -note "Seller: bin/adcp-seller on $pg, -insert-rate $INSERT_RATE, on a 2-core machine shared with other work (absolute figures are this machine's). Load: peer load.mjs --duration $DURATION --concurrency $CONCURRENCY, --mode fresh (new keys) then --mode replay (one key per client, another principal) ($summary; the fresh ones past the insert rate are RATE_LIMITED). No data: no server error, no duplicate waited (load.mjs sends none concurrently), nothing expired to sweep."
+  -note "Seller: bin/adcp-seller on $PG_DESC, -insert-rate $INSERT_RATE, on a 2-core machine shared with other work (absolute figures are this machine's). Load: peer load.mjs --duration $DURATION --concurrency $CONCURRENCY, --mode fresh (new keys) then --mode replay (one key per client, another principal) ($summary; the fresh ones past the insert rate are RATE_LIMITED). No data: no server error, no duplicate waited (load.mjs sends none concurrently), nothing expired to sweep."
 log "wrote $OUT"

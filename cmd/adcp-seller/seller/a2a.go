@@ -128,63 +128,28 @@ func (g *signatures) verifyA2A(next http.Handler) http.Handler {
 }
 
 // a2aOperation is what an A2A JSON-RPC request invokes: for a message/send
-// with one DataPart naming a skill, that skill (the AdCP operation); for
-// any other request its JSON-RPC method. It decodes the body step by step
-// exactly as adcpa2a does before it runs anything, so that the skill a
-// signing policy judges is the skill that runs (adcpa2a refuses whatever
-// this cannot read). It notes the method for the access log.
+// naming a skill, that skill (the AdCP operation); for any other request
+// its JSON-RPC method. adcpa2a.Invoked decodes the body as the handler
+// behind does, so the skill a signing policy judges is the skill that
+// runs. It notes the method for the access log.
 func a2aOperation(r *http.Request, body []byte) httpsig.Operation {
-	var env struct {
-		Method string          `json:"method"`
-		Params json.RawMessage `json:"params"`
-	}
-	if json.Unmarshal(body, &env) != nil {
-		return httpsig.Operation{Method: "(invalid)"}
-	}
+	method, skill := adcpa2a.Invoked(body)
 	if info := requestInfoFrom(r.Context()); info != nil {
 		m := "(invalid)" // the caller chose it: logged only if it is a plain name
-		if len(env.Method) <= maxToolNameLen && isName(env.Method, "_-/") {
-			m = env.Method
+		if method != "" && len(method) <= maxToolNameLen && isName(method, "_-/") {
+			m = method
 		}
 		info.mu.Lock()
 		info.a2aMethod = m
 		info.mu.Unlock()
 	}
-	if env.Method != "message/send" {
-		return httpsig.Operation{Method: env.Method}
+	switch {
+	case skill != "":
+		return httpsig.Operation{Name: skill}
+	case method == "":
+		return httpsig.Operation{Method: "(invalid)"}
 	}
-	var params struct {
-		Message *struct {
-			Parts []json.RawMessage `json:"parts"`
-		} `json:"message"`
-	}
-	if json.Unmarshal(env.Params, &params) != nil || params.Message == nil {
-		return httpsig.Operation{Method: env.Method}
-	}
-	var data json.RawMessage
-	for _, raw := range params.Message.Parts {
-		var p struct {
-			Kind string          `json:"kind"`
-			Data json.RawMessage `json:"data"`
-		}
-		if json.Unmarshal(raw, &p) != nil {
-			return httpsig.Operation{Method: env.Method}
-		}
-		if p.Kind == "data" {
-			if data != nil {
-				return httpsig.Operation{Method: env.Method} // several: refused by adcpa2a
-			}
-			data = p.Data
-		}
-	}
-	var inv struct {
-		Skill json.RawMessage `json:"skill"`
-	}
-	var skill string
-	if json.Unmarshal(data, &inv) != nil || json.Unmarshal(inv.Skill, &skill) != nil || skill == "" {
-		return httpsig.Operation{Method: env.Method}
-	}
-	return httpsig.Operation{Name: skill}
+	return httpsig.Operation{Method: method}
 }
 
 // noteSkill wraps a tool's runner for A2A: it notes the tool and the AdCP

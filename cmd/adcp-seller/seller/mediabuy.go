@@ -1,6 +1,7 @@
 package seller
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +65,7 @@ func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	forced, hasForced := s.controller.takeArm(c.Principal)
 	if hasForced || (push != nil && c.Version.AtLeast(adcp.V3_1)) {
 		t := task{Principal: c.Principal, Type: "create_media_buy", Status: "submitted", Version: c.Version.String(),
-			Buy: &b, Push: push, Context: c.Context, CreatedAt: now, UpdatedAt: now}
+			Buy: &b, Push: push, Context: bytes.Clone(c.Context), CreatedAt: now, UpdatedAt: now}
 		t.ID, err = newTaskID(ctx, w, forced.taskID)
 		if err != nil {
 			return nil, err
@@ -85,7 +87,7 @@ func (s *Seller) createMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	answer := buyAnswer(b, c.Version, c.Key)
 	if push != nil { // AdCP 3.0: the completion webhook of a synchronous create
 		t := task{ID: "task_" + randomHex(10), Principal: c.Principal, Type: "create_media_buy", Status: "completed", Version: c.Version.String(),
-			Push: push, Context: c.Context, Result: mustJSON(buyAnswer(b, c.Version, "")), CreatedAt: now, UpdatedAt: now, CompletedAt: &now}
+			Push: push, Context: bytes.Clone(c.Context), Result: mustJSON(buyAnswer(b, c.Version, "")), CreatedAt: now, UpdatedAt: now, CompletedAt: &now}
 		if err := w.putTask(ctx, t, true); err != nil {
 			return nil, err
 		}
@@ -107,28 +109,36 @@ type submittedAnswer struct {
 // buyAnswer is a media buy as create_media_buy and its task's result
 // answer it, at version v; key, when set, is echoed (the storyboards read
 // it back from the answer).
-func buyAnswer(b mediaBuy, v adcp.Version, key string) map[string]any {
-	m := map[string]any{
-		"media_buy_id": b.ID,
-		"account":      b.Account,
-		"confirmed_at": b.ConfirmedAt.Format(time.RFC3339),
-		"revision":     b.Revision,
-		"currency":     b.Currency,
-		"total_budget": b.TotalBudget,
-		"packages":     b.Packages,
+func buyAnswer(b mediaBuy, v adcp.Version, key string) buyResponse {
+	r := buyResponse{
+		Account: b.Account, ConfirmedAt: b.ConfirmedAt.Format(time.RFC3339), Currency: b.Currency, IdempotencyKey: key,
+		MediaBuyID: b.ID, Name: b.Name, Packages: b.Packages, Revision: b.Revision, TotalBudget: b.TotalBudget,
 	}
-	if b.Name != "" {
-		m["name"] = b.Name
-	}
+	status := b.Status
 	if v.AtLeast(adcp.V3_1) {
-		m["media_buy_status"] = b.Status
+		r.MediaBuyStatus = &status
 	} else {
-		m["status"] = b.Status
+		r.Status = &status
 	}
-	if key != "" {
-		m["idempotency_key"] = key
-	}
-	return m
+	return r
+}
+
+// buyResponse is buyAnswer's answer. Its members are in name order, the
+// order json.Marshal gave the map it replaced, so that it encodes to the
+// same bytes; the two statuses are pointers because exactly one is
+// present, empty or not.
+type buyResponse struct {
+	Account        account `json:"account"`
+	ConfirmedAt    string  `json:"confirmed_at"`
+	Currency       string  `json:"currency"`
+	IdempotencyKey string  `json:"idempotency_key,omitempty"`
+	MediaBuyID     string  `json:"media_buy_id"`
+	MediaBuyStatus *string `json:"media_buy_status,omitempty"`
+	Name           string  `json:"name,omitempty"`
+	Packages       []pkg   `json:"packages"`
+	Revision       int     `json:"revision"`
+	Status         *string `json:"status,omitempty"`
+	TotalBudget    float64 `json:"total_budget"`
 }
 
 // resolveAccount finds the request's account: by account_id among the
@@ -187,7 +197,7 @@ func (s *Seller) newBuy(c *adcp.Call, acct account, req *createRequest) (mediaBu
 	b := mediaBuy{ID: id, Principal: c.Principal, Account: acct, Name: req.Name, Status: "pending_creatives",
 		StartTime: req.StartTime, EndTime: req.EndTime, Revision: 1, ConfirmedAt: time.Now().UTC().Truncate(time.Second)}
 	for i, p := range req.Packages {
-		field := fmt.Sprintf("packages[%d]", i)
+		field := "packages[" + strconv.Itoa(i) + "]"
 		po, err := s.checkPackage(field, p)
 		if err != nil {
 			return mediaBuy{}, err
@@ -198,7 +208,7 @@ func (s *Seller) newBuy(c *adcp.Call, acct account, req *createRequest) (mediaBu
 		case b.Currency != po.Currency:
 			return mediaBuy{}, badRequest(field+".pricing_option_id", "all packages of a media buy must be priced in one currency")
 		}
-		b.Packages = append(b.Packages, pkg{PackageID: fmt.Sprintf("%s_p%d", id, i+1), ProductID: p.ProductID,
+		b.Packages = append(b.Packages, pkg{PackageID: id + "_p" + strconv.Itoa(i+1), ProductID: p.ProductID,
 			PricingOptionID: p.PricingOptionID, Budget: *p.Budget, BidPrice: p.BidPrice, Paused: p.Paused,
 			Targeting: present(p.Targeting), Measurement: present(p.MeasurementTerm)})
 		b.TotalBudget += *p.Budget
@@ -327,7 +337,7 @@ func (s *Seller) updateMediaBuy(ctx context.Context, w writer, c *adcp.Call) (an
 	}
 	var affected []string
 	for i, u := range req.Packages {
-		field := fmt.Sprintf("packages[%d]", i)
+		field := "packages[" + strconv.Itoa(i) + "]"
 		j := slices.IndexFunc(b.Packages, func(p pkg) bool { return p.PackageID == u.PackageID })
 		if j < 0 {
 			return nil, &adcp.Error{Code: "PACKAGE_NOT_FOUND", Message: "the media buy has no package with this package_id", Recovery: "correctable", Field: field + ".package_id"}
