@@ -105,10 +105,13 @@ fuzz:
 ## Postgres paths against a stock Postgres
 ## container (testcontainers, as in `make integration`). Raw `go test -bench`
 ## output goes to $(BENCH_OUT)/; the ratio table is printed at the end and
-## saved as $(BENCH_OUT)/ratios.md. BENCH_COUNT is the -count of the CPU
+## saved as $(BENCH_OUT)/ratios.md, the growth plots drawn into
+## $(BENCH_OUT)/plots/ (docs/plots/ comes from `make plots`). BENCH_COUNT is the -count of the CPU
 ## benchmarks and the rounds of the Postgres comparisons (which run their
-## sides in turn). About 14 minutes on 2 cores, 2 of them filling the
-## 10M-row table (BENCH_ROWS=1000000 skips it). Never under -race, and none
+## sides in turn). About 14 minutes on 2 cores before the growth benchmark
+## covered c=4 and replays; its part alone now took 10 minutes on busy cores
+## (2026-12-02), 3-7 of them filling the 10M-row table (BENCH_ROWS=1000000
+## skips it). Never under -race, and none
 ## of it runs in `make test`.
 .PHONY: bench
 BENCH_OUT   ?= bench-out
@@ -129,6 +132,17 @@ bench:
 	set -o pipefail; cd integration && IDEM_BENCH_SWEEP_ROWS=$(BENCH_SWEEP_ROWS) $(GO) test -run '^$$' -bench PostgresSweep -benchtime 1x -count 3 -timeout 60m 2>&1 | tee $(CURDIR)/$(BENCH_OUT)/sweep.txt
 	$(GO) run scripts/benchratio.go $(BENCH_OUT)/canonical.txt $(BENCH_OUT)/memstore.txt $(BENCH_OUT)/postgres.txt \
 		$(BENCH_OUT)/growth.txt $(BENCH_OUT)/sweep.txt | tee $(BENCH_OUT)/ratios.md
+	@mkdir -p $(BENCH_OUT)/plots
+	$(GO) run scripts/benchplot.go -growth $(BENCH_OUT)/growth.txt -entrysize $(BENCH_OUT)/entrysize.txt -o $(BENCH_OUT)/plots
+
+## plots: the growth benchmarks alone (BenchmarkPostgresGrowth at 0,
+## BENCH_ROWS rows and c=1,4,16; BenchmarkMemstoreBytesPerEntry), with the
+## load average sampled meanwhile, then the SVG plots of docs/BENCHMARKS.md
+## drawn from them into docs/plots/ (raw output in docs/plots/data/). About
+## 10 minutes on 2 cores with the default sizes; see scripts/growth-bench.sh.
+.PHONY: plots
+plots:
+	BENCH_ROWS=$(BENCH_ROWS) GO=$(GO) scripts/growth-bench.sh
 
 ## reliability: the reliability suite of docs/RELIABILITY.md at full size
 ## (-tags chaos): crash matrices with 20 SIGKILLs per crash point, 20

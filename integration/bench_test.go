@@ -30,7 +30,11 @@ package integration
 // Environment:
 //
 //	IDEM_BENCH_ROWS        table sizes for BenchmarkPostgresGrowth, comma
-//	                       separated (default 1000000,10000000; 0 is always run)
+//	                       separated (default 1000000,10000000; 0 is always run;
+//	                       100000000 needs about 45 GB of disk, see
+//	                       docs/BENCHMARKS.md)
+//	IDEM_BENCH_GROWTH_C    concurrencies of BenchmarkPostgresGrowth, comma
+//	                       separated (default 1,4,16)
 //	IDEM_BENCH_SWEEP_ROWS  rows in the table BenchmarkPostgresSweep sweeps,
 //	                       a third of them past retention (default 1000000)
 //	IDEM_BENCH_ROUNDS      rounds of the comparison benchmarks (default 1;
@@ -44,6 +48,7 @@ package integration
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -422,13 +427,13 @@ func plainTxMiss(d *benchDB) benchOp {
 	}
 }
 
-// runInTxMiss is the library's miss path: a fresh key, the same insert as
-// plainTxMiss in the handler.
-func runInTxMiss(d *benchDB, s *idem.Store) benchOp {
+// runInTxMiss is the library's miss path: a fresh key, key(i), the same
+// insert as plainTxMiss in the handler.
+func runInTxMiss(d *benchDB, s *idem.Store, key func(int64) string) benchOp {
 	return func(ctx context.Context, i int64) error {
 		p := benchPrincipal(i)
 		res, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
-			Principal: p, Key: benchMissKey(i), Operation: "create_media_buy", Payload: benchPayload,
+			Principal: p, Key: key(i), Operation: "create_media_buy", Payload: benchPayload,
 		}, createBuy(p, 5000))
 		if err == nil && res.Replayed {
 			err = errors.New("a fresh key was replayed")
@@ -454,8 +459,8 @@ func BenchmarkPostgresMiss(b *testing.B) {
 	for range benchRounds() {
 		for _, c := range concurrencies {
 			b.Run(fmt.Sprintf("c=%d/impl=plain-tx", c), func(b *testing.B) { measure(b, d, c, plainTxMiss(d)) })
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s)) })
-			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-preread", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, pre)) })
+			b.Run(fmt.Sprintf("c=%d/impl=RunInTx", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, s, benchMissKey)) })
+			b.Run(fmt.Sprintf("c=%d/impl=RunInTx-preread", c), func(b *testing.B) { measure(b, d, c, runInTxMiss(d, pre, benchMissKey)) })
 			for _, p := range missPrototypes {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, p.name), func(b *testing.B) { measure(b, d, c, p.op(d)) })
 			}
@@ -483,6 +488,23 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	_, err = pool.Exec(ctx, `VACUUM ANALYZE idempotency_keys`)
 	return err
+}
+
+// runInTxReplay is the library's replay path: key(i) must name one of the
+// replayKeys keys that a setup stored for principal benchPrincipal(i %
+// replayKeys) through RunInTx with benchPayload; a call that runs the
+// handler or is not replayed fails.
+func runInTxReplay(d *benchDB, s *idem.Store, key func(int64) string) benchOp {
+	return func(ctx context.Context, i int64) error {
+		p := benchPrincipal(i % replayKeys)
+		res, err := idem.RunInTx(ctx, s, d.pool, idem.Request{
+			Principal: p, Key: key(i), Operation: "create_media_buy", Payload: benchPayload,
+		}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
+		if err == nil && !res.Replayed {
+			err = errors.New("not replayed")
+		}
+		return err
+	}
 }
 
 // BenchmarkPostgresReplay compares idem.RunInTx on a completed key
@@ -527,16 +549,7 @@ func BenchmarkPostgresReplay(b *testing.B) {
 				s    *idem.Store
 			}{{"RunInTx", s}, {"RunInTx-preread", pre}} {
 				b.Run(fmt.Sprintf("c=%d/impl=%s", c, impl.name), func(b *testing.B) {
-					measure(b, d, c, func(ctx context.Context, i int64) error {
-						p := benchPrincipal(i % replayKeys)
-						res, err := idem.RunInTx(ctx, impl.s, d.pool, idem.Request{
-							Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
-						}, func(context.Context, pgx.Tx) (buy, error) { return buy{}, errors.New("the handler ran on a replay") })
-						if err == nil && !res.Replayed {
-							err = errors.New("not replayed")
-						}
-						return err
-					})
+					measure(b, d, c, runInTxReplay(d, impl.s, replayKey))
 				})
 			}
 			for _, p := range replayPrototypes {
@@ -601,27 +614,137 @@ func rowsName(n int64) string {
 	return strconv.FormatInt(n, 10)
 }
 
-// BenchmarkPostgresGrowth measures the RunInTx miss path on tables that
-// already hold rows=N keys (filled with fillKeys over the last three days,
-// so a third of them are tombstones past retention, then VACUUM ANALYZE)
-// against an empty one (rows=0). The goal is <= 1.2x the empty table's
-// latency at 1M and 10M rows. Set IDEM_BENCH_ROWS to change the sizes.
+// BenchmarkPostgresGrowth measures the RunInTx miss path (op=miss, on
+// fresh UUID-shaped keys: growthMissKey) and replay path (op=replay) on
+// tables that already hold rows=N keys (filled
+// with fillKeys over the last three days, so a third of them are
+// tombstones past retention, then VACUUM ANALYZE) against an empty one
+// (rows=0), at each concurrency of IDEM_BENCH_GROWTH_C (default 1, 4, 16).
+// The goal is <= 1.2x the empty table's latency at 1M and 10M rows. Set
+// IDEM_BENCH_ROWS to change the sizes.
+//
+// Replays walk growthReplayKeys: replayKeys keys stored through RunInTx
+// after the fill, at random places in the primary key (UUID-shaped, as the
+// fill's keys are) and at the end of the heap (they are the newest rows).
+// Besides measure's metrics each sub-benchmark reports the table's size
+// with its indexes after the timed calls (table-MB) and how much of the WAL
+// per call was full-page images (FPI-B/op; counted from before the
+// warm-up calls, so it is a little more than the timed calls' share).
+// scripts/benchplot.go draws the results.
 func BenchmarkPostgresGrowth(b *testing.B) {
 	s := newStore(b, nil)
 	sizes := append([]int64{0}, benchRows("IDEM_BENCH_ROWS", []int64{1_000_000, 10_000_000})...)
 	sizes = slices.Compact(sizes)
+	conc := benchRows("IDEM_BENCH_GROWTH_C", []int64{1, 4, 16})
 	for range benchRounds() {
-		for _, c := range concurrencies {
+		for _, c := range conc {
 			for _, n := range sizes {
-				b.Run(fmt.Sprintf("c=%d/rows=%s", c, rowsName(n)), func(b *testing.B) {
-					d := benchSchema(b, "growth_"+rowsName(n), func(ctx context.Context, pool *pgxpool.Pool) error {
-						return fillTable(ctx, pool, n)
+				d := func(b *testing.B) *benchDB {
+					return benchSchema(b, "growth_"+rowsName(n), func(ctx context.Context, pool *pgxpool.Pool) error {
+						if err := fillTable(ctx, pool, n); err != nil {
+							return err
+						}
+						return seedGrowthReplays(ctx, pool)
 					})
-					measure(b, d, c, runInTxMiss(d, s))
-				})
+				}
+				for _, op := range []string{"miss", "replay"} {
+					b.Run(fmt.Sprintf("c=%d/rows=%s/op=%s", c, rowsName(n), op), func(b *testing.B) {
+						d := d(b)
+						lsn := walLSN(b, d.pool)
+						if op == "miss" {
+							measure(b, d, int(c), runInTxMiss(d, s, growthMissKey))
+						} else {
+							measure(b, d, int(c), runInTxReplay(d, s, growthReplayKey))
+						}
+						b.ReportMetric(float64(fullPageImageBytes(b, d.pool, lsn))/float64(b.N), "FPI-B/op")
+						var size int64
+						if err := d.pool.QueryRow(context.Background(), `SELECT pg_total_relation_size('idempotency_keys')`).Scan(&size); err != nil {
+							b.Fatal(err)
+						}
+						b.ReportMetric(float64(size)/1e6, "table-MB")
+					})
+				}
 			}
 		}
 	}
+}
+
+// fullPageImageBytes is the size of the full-page images in the WAL
+// written since lsn, by anyone (pg_walinspect): the whole pages that
+// Postgres logs on the first change to a page after each checkpoint
+// (full_page_writes). It is 0 where pg_walinspect cannot be installed.
+func fullPageImageBytes(b *testing.B, pool *pgxpool.Pool, lsn string) int64 {
+	b.Helper()
+	ctx := context.Background()
+	var schema string
+	if _, err := pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`); err != nil {
+		b.Logf("pg_walinspect: %v", err)
+		return 0
+	}
+	if err := pool.QueryRow(ctx, `SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_walinspect'`).Scan(&schema); err != nil {
+		b.Fatal(err)
+	}
+	// pg_get_wal_stats reads only flushed WAL; the WAL writer flushes what
+	// a commit did not within wal_writer_delay (200 ms).
+	time.Sleep(500 * time.Millisecond)
+	var end string
+	var none bool
+	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()::text, pg_current_wal_flush_lsn() <= $1::pg_lsn`, lsn).Scan(&end, &none); err != nil {
+		b.Fatal(err)
+	}
+	if none { // pg_get_wal_stats wants start < end
+		return 0
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, `SELECT coalesce(sum(fpi_size), 0)::bigint FROM `+schema+`.pg_get_wal_stats($1::pg_lsn, $2::pg_lsn, false)`, lsn, end).Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// growthMissKey is a fresh UUID-shaped key, unique in the process (and
+// across processes, through benchRun): as the keys buyers send (AdCP's are
+// UUIDs) and the fill's, each miss lands at a random place in its
+// principal's part of the primary key, where benchMissKey's would all land
+// at one place per principal.
+func growthMissKey(i int64) string {
+	return uuidShaped("growth-miss-" + benchRun + "-" + strconv.FormatInt(i, 10))
+}
+
+// uuidShaped formats the start of seed's SHA-256 as a UUID.
+func uuidShaped(seed string) string {
+	h := sha256.Sum256([]byte(seed))
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// growthReplayKeys are the keys that BenchmarkPostgresGrowth replays:
+// UUID-shaped, so that they fall at random places among the fill's keys.
+var growthReplayKeys = func() []string {
+	keys := make([]string, replayKeys)
+	for i := range keys {
+		keys[i] = uuidShaped("growth-replay-" + strconv.Itoa(i))
+	}
+	return keys
+}()
+
+func growthReplayKey(i int64) string { return growthReplayKeys[i%replayKeys] }
+
+// seedGrowthReplays stores growthReplayKeys through RunInTx, for
+// runInTxReplay.
+func seedGrowthReplays(ctx context.Context, pool *pgxpool.Pool) error {
+	s, err := idem.NewStore(&idem.Config{Limiter: idem.Unlimited})
+	if err != nil {
+		return err
+	}
+	for i := range int64(replayKeys) {
+		p := benchPrincipal(i)
+		if _, err := idem.RunInTx(ctx, s, pool, idem.Request{
+			Principal: p, Key: growthReplayKey(i), Operation: "create_media_buy", Payload: benchPayload,
+		}, createBuy(p, 5000)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fillTable fills idempotency_keys with n rows, in statements of a million
@@ -737,7 +860,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				sweepUnderLoad(b, d, runInTxMiss(d, s), sw.sweep)
+				sweepUnderLoad(b, d, runInTxMiss(d, s, benchMissKey), sw.sweep)
 			}
 		})
 	}
@@ -870,8 +993,8 @@ func BenchmarkPostgresWALRecords(b *testing.B) {
 		op   benchOp
 	}{
 		{"plain-tx miss", 1, plainTxMiss(d)},
-		{"RunInTx miss", 1, runInTxMiss(d, s)},
-		{"RunInTx miss, c=16", 16, runInTxMiss(d, s)},
+		{"RunInTx miss", 1, runInTxMiss(d, s, benchMissKey)},
+		{"RunInTx miss, c=16", 16, runInTxMiss(d, s, benchMissKey)},
 		{"RunInTx replay", 1, func(ctx context.Context, i int64) error {
 			p := benchPrincipal(i % replayKeys)
 			_, err := idem.RunInTx(ctx, s, d.pool, idem.Request{

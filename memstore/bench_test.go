@@ -286,14 +286,16 @@ func BenchmarkMemstoreKeyedRead(b *testing.B) {
 }
 
 // BenchmarkMemstoreBytesPerEntry measures the heap one stored key costs,
-// for answers of several sizes: it completes 100 000 keys of one
-// principal through idem.Do, then reports the live heap they hold (after a
-// GC, against the empty store) per key as B/entry, and B/entry minus the
-// answer's own bytes as overhead-B/entry. The request payload is not kept
-// (only its SHA-256), so its size does not matter here.
+// for answers of 64 B to 64 KiB: it completes up to 100 000 keys of one
+// principal through idem.Do (fewer for large answers, so that each size
+// holds at most 256 MiB of answers), then reports the live heap they hold
+// (after a GC, against the empty store) per key as B/entry, and B/entry
+// minus the answer's own bytes as overhead-B/entry, and the number of keys.
+// The request payload is not kept (only its SHA-256), so its size does not
+// matter here. scripts/benchplot.go draws B/entry against the answer size.
 func BenchmarkMemstoreBytesPerEntry(b *testing.B) {
-	const n = 100_000
-	for _, size := range []int{200, 1 << 10, 10 << 10} {
+	for _, size := range []int{64, 256, 1 << 10, 4 << 10, 16 << 10, 64 << 10} {
+		n := min(100_000, (256<<20)/size)
 		answer := json.RawMessage(`{"media_buy_id":"mb_0123456789","pad":"` + strings.Repeat("x", size-41) + `"}`)
 		if len(answer) != size {
 			b.Fatalf("answer of %d bytes, want %d", len(answer), size)
@@ -305,6 +307,7 @@ func BenchmarkMemstoreBytesPerEntry(b *testing.B) {
 			}
 			b.ReportMetric(perEntry, "B/entry")
 			b.ReportMetric(perEntry-float64(size), "overhead-B/entry")
+			b.ReportMetric(float64(n), "keys")
 		})
 	}
 }
