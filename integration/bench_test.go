@@ -844,21 +844,7 @@ func BenchmarkPostgresSweep(b *testing.B) {
 		b.Run("sweep="+sw.name, func(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
-				// Top up the rows past retention: as many as a third of the table.
-				var doomed int64
-				if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE expires_at < now() - interval '24 hours'`).Scan(&doomed); err != nil {
-					b.Fatal(err)
-				}
-				if want := total / 3; doomed < want {
-					from := total + 1 + sweepRound.Add(1)*10_000_000
-					to := from + want - doomed - 1
-					if err := fillKeys(ctx, d.pool, from, to, from, to, 2*86400+60, 86400-120); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if _, err := d.pool.Exec(ctx, `VACUUM (ANALYZE, PARALLEL 0) idempotency_keys`); err != nil {
-					b.Fatal(err)
-				}
+				topUpExpired(ctx, b, d, total)
 				b.StartTimer()
 				sweepUnderLoad(b, d, runInTxMiss(d, s, benchMissKey), sw.sweep)
 			}
@@ -896,6 +882,28 @@ func explainSweep(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 	}
 	return nil
+}
+
+// topUpExpired brings the rows of idempotency_keys past retention back to
+// a third of total (rows the last sweep removed are replaced by new ones,
+// with keys no earlier round used), then vacuums and analyzes the table, so
+// that every sweep round starts from the same shape.
+func topUpExpired(ctx context.Context, b *testing.B, d *benchDB, total int64) {
+	b.Helper()
+	var doomed int64
+	if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE expires_at < now() - interval '24 hours'`).Scan(&doomed); err != nil {
+		b.Fatal(err)
+	}
+	if want := total / 3; doomed < want {
+		from := total + 1 + sweepRound.Add(1)*10_000_000
+		to := from + want - doomed - 1
+		if err := fillKeys(ctx, d.pool, from, to, from, to, 2*86400+60, 86400-120); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := d.pool.Exec(ctx, `VACUUM (ANALYZE, PARALLEL 0) idempotency_keys`); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // sweepUnderLoad runs op on 4 goroutines, measures them for 5 s, then runs

@@ -332,20 +332,7 @@ func BenchmarkPostgresSweepPartitioned(b *testing.B) {
 				if err := ensurePartitions(ctx, d.pool); err != nil {
 					b.Fatal(err)
 				}
-				var doomed int64
-				if err := d.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys WHERE expires_at < now() - interval '24 hours'`).Scan(&doomed); err != nil {
-					b.Fatal(err)
-				}
-				if want := total / 3; doomed < want {
-					from := total + 1 + sweepRound.Add(1)*10_000_000
-					to := from + want - doomed - 1
-					if err := fillKeys(ctx, d.pool, from, to, from, to, 2*86400+60, 86400-120); err != nil {
-						b.Fatal(err)
-					}
-				}
-				if _, err := d.pool.Exec(ctx, `VACUUM (ANALYZE, PARALLEL 0) idempotency_keys`); err != nil {
-					b.Fatal(err)
-				}
+				topUpExpired(ctx, b, d, total)
 				b.StartTimer()
 				var gone time.Time // every row that expired before it is past retention
 				sweepUnderLoad(b, d, sketchLockMiss(d, true), func(ctx context.Context) (int64, error) {
