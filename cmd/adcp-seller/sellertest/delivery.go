@@ -109,7 +109,9 @@ func delivery(t *testing.T, env Env) {
 	}
 
 	// Bad input is refused and adds nothing.
-	spend := func(amount any, currency string) map[string]any { return map[string]any{"amount": amount, "currency": currency} }
+	spend := func(amount any, currency string) map[string]any {
+		return map[string]any{"amount": amount, "currency": currency}
+	}
 	for _, bad := range []struct {
 		name   string
 		cs     Client
