@@ -32,6 +32,7 @@ var controllerScenarios = []string{
 	"force_creative_status",
 	"force_account_status",
 	"force_media_buy_status",
+	"simulate_delivery",
 }
 
 // terminalBuyStatuses are the media buy statuses no transition leaves.
@@ -72,8 +73,12 @@ type controllerResult struct {
 	PreviousState string   `json:"previous_state,omitempty"`
 	CurrentState  string   `json:"current_state,omitempty"`
 	Forced        *forced  `json:"forced,omitempty"`
-	Error         string   `json:"error,omitempty"`
-	ErrorDetail   string   `json:"error_detail,omitempty"`
+	// Simulated and Cumulative are simulate_delivery's: what the call
+	// injected, and the media buy's running totals after it.
+	Simulated   *simulated `json:"simulated,omitempty"`
+	Cumulative  *simulated `json:"cumulative,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	ErrorDetail string     `json:"error_detail,omitempty"`
 }
 
 // forced echoes the directive force_create_media_buy_arm registered.
@@ -107,6 +112,7 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 		Arm             string          `json:"arm"`
 		Fixture         json.RawMessage `json:"fixture"`
 		Result          json.RawMessage `json:"result"`
+		simulateParams
 	}
 	if len(req.Params) > 0 && string(req.Params) != "null" {
 		if err := json.Unmarshal(req.Params, &p); err != nil {
@@ -242,6 +248,8 @@ func (s *Seller) comply(ctx context.Context, c *adcp.Call) (controllerResult, er
 			return controllerResult{}, err
 		}
 		return controllerResult{Success: true, PreviousState: prev, CurrentState: p.Status}, nil
+	case "simulate_delivery":
+		return s.simulateDelivery(ctx, c.Principal, p.MediaBuyID, p.simulateParams)
 	case "force_task_completion":
 		var result map[string]any
 		switch {

@@ -1,10 +1,12 @@
 package seller
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +36,9 @@ type memoryStore struct {
 	accts map[string][]account
 	// library is each principal's creatives, oldest first.
 	library map[string][]storedCreative
+	// delivered is what media buys delivered, by principal, media buy,
+	// package and day.
+	delivered map[deliveryKey]deliveryRow
 	// finishing serialises task completions, so that one task completes
 	// once.
 	finishing sync.Mutex
@@ -52,7 +57,7 @@ func newMemoryStore(cfg *idem.Config, sender *webhook.Sender, log *slog.Logger, 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &memoryStore{mem: mem, g: g, sender: sender, log: log, complete: complete,
-		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, accts: map[string][]account{}, library: map[string][]storedCreative{}, ctx: ctx, cancel: cancel}, nil
+		byID: map[string]*mediaBuy{}, owned: map[string][]string{}, tasks: map[string]*task{}, accts: map[string][]account{}, library: map[string][]storedCreative{}, delivered: map[deliveryKey]deliveryRow{}, ctx: ctx, cancel: cancel}, nil
 }
 
 func (m *memoryStore) mode() string { return "memory" }
@@ -277,6 +282,40 @@ func (m *memoryStore) creatives(_ context.Context, principal string) ([]json.Raw
 	for _, c := range m.library[principal] {
 		out = append(out, slices.Clone(c.creative))
 	}
+	return out, nil
+}
+
+// deliveryKey is a row of memoryStore.delivered.
+type deliveryKey struct{ principal, buy, pkg, day string }
+
+func (m *memoryStore) addDelivery(_ context.Context, principal string, rows []deliveryRow) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range rows {
+		k := deliveryKey{principal, r.BuyID, r.PackageID, r.Day}
+		sum := m.delivered[k]
+		sum.BuyID, sum.PackageID, sum.Day = r.BuyID, r.PackageID, r.Day
+		sum.Impressions += r.Impressions
+		sum.Clicks += r.Clicks
+		sum.Conversions += r.Conversions
+		sum.Spend += r.Spend
+		m.delivered[k] = sum
+	}
+	return nil
+}
+
+func (m *memoryStore) deliveries(_ context.Context, principal string, ids []string) ([]deliveryRow, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []deliveryRow{}
+	for k, r := range m.delivered {
+		if k.principal == principal && slices.Contains(ids, k.buy) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b deliveryRow) int {
+		return cmp.Or(strings.Compare(a.BuyID, b.BuyID), strings.Compare(a.PackageID, b.PackageID), strings.Compare(a.Day, b.Day))
+	})
 	return out, nil
 }
 

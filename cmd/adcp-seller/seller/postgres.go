@@ -317,6 +317,34 @@ func (s *postgresStore) creatives(ctx context.Context, principal string) ([]json
 	return out, nil
 }
 
+func (s *postgresStore) addDelivery(ctx context.Context, principal string, rows []deliveryRow) error {
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		for _, r := range rows {
+			if err := s.q.DeliveryAdd(ctx, tx, sellerdb.DeliveryAddParams{PrincipalID: principal, MediaBuyID: r.BuyID, PackageID: r.PackageID, Day: r.Day,
+				Impressions: r.Impressions, Clicks: r.Clicks, Conversions: r.Conversions, Spend: r.Spend}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing the delivery: %w", err)
+	}
+	return nil
+}
+
+func (s *postgresStore) deliveries(ctx context.Context, principal string, ids []string) ([]deliveryRow, error) {
+	rows, err := s.q.DeliveryList(ctx, s.db, sellerdb.DeliveryListParams{PrincipalID: principal, IDs: append([]string{}, ids...)})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]deliveryRow, len(rows))
+	for i, r := range rows {
+		out[i] = deliveryRow{BuyID: r.MediaBuyID, PackageID: r.PackageID, Day: r.Day, Impressions: r.Impressions, Clicks: r.Clicks, Conversions: r.Conversions, Spend: r.Spend}
+	}
+	return out, nil
+}
+
 func (s *postgresStore) count(ctx context.Context, principal string) (int, error) {
 	n, err := s.q.MediaBuyCount(ctx, s.db, principal)
 	return int(n), err

@@ -22,6 +22,8 @@
 //   - proposals.go: get_products' proposals (brief and refine modes);
 //   - catalog.go: the products, pricing options and formats;
 //   - controller.go: comply_test_controller (sandbox principals only);
+//   - delivery.go: the controller's simulate_delivery and
+//     get_media_buy_delivery;
 //   - store.go: the storage interface the tools write through, and
 //     memory.go and postgres.go, its two implementations (memstore and a
 //     Guard; Postgres with idem.RunInTx, where the media buy or task, its

@@ -45,6 +45,12 @@ type store interface {
 	putCreative(ctx context.Context, principal, id string, creative json.RawMessage) (fresh bool, err error)
 	// creatives returns principal's creative library, oldest first.
 	creatives(ctx context.Context, principal string) ([]json.RawMessage, error)
+	// addDelivery adds rows (delivery of one of principal's media buys)
+	// to what it has delivered, all of them or none.
+	addDelivery(ctx context.Context, principal string, rows []deliveryRow) error
+	// deliveries returns what principal's media buys ids delivered, by
+	// media buy, package and day.
+	deliveries(ctx context.Context, principal string, ids []string) ([]deliveryRow, error)
 	// task returns principal's task id.
 	task(ctx context.Context, principal, id string) (task, bool, error)
 	// finish runs done on task id if it is still pending, atomically with
@@ -111,6 +117,14 @@ type pkg struct {
 	// measurement_terms the seller accepted, both as the buyer sent them.
 	Targeting   json.RawMessage `json:"targeting_overlay,omitempty"`
 	Measurement json.RawMessage `json:"measurement_terms,omitempty"`
+}
+
+// deliveryRow is what a package of a media buy delivered on a day (UTC,
+// YYYY-MM-DD). PackageID is "" for a media buy without packages.
+type deliveryRow struct {
+	BuyID, PackageID, Day string
+	Impressions, Clicks   int64
+	Conversions, Spend    float64
 }
 
 // account is a buyer's account with this seller (core/account.json).

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -51,11 +52,13 @@ func (s *Seller) newTools() []tool {
 			s.store.mutating(opts, s.updateMediaBuy)},
 		{"get_media_buys", "The caller's media buys, all or those named by media_buy_ids, a page at a time (pagination.max_results, cursor).",
 			inputSchema[getMediaBuysRequest](), adcp.Read(g, opts, s.getMediaBuys)},
+		{"get_media_buy_delivery", "Delivery of the caller's media buys (all, or those named by media_buy_ids; optionally by account and status_filter): totals and per-package impressions, spend, clicks, for their lifetime or start_date to end_date, with include_package_daily_breakdown per day. This seller serves no ads: delivery is what comply_test_controller's simulate_delivery injected.",
+			inputSchema[deliveryRequest](), adcp.Read(g, opts, s.getMediaBuyDelivery)},
 		{"get_task_status", "The status of a task (a submitted create_media_buy), and its result with include_result.",
 			inputSchema[taskStatusRequest]("task_id"), adcp.Read(g, opts, s.getTaskStatus)},
 	}
 	if len(s.cfg.Sandbox) > 0 {
-		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options, formats, media buys and creatives; force a creative's status; force the next create_media_buy to answer submitted; complete a task.",
+		tools = append(tools, tool{"comply_test_controller", "AdCP test controller, for sandbox principals only: seed products, pricing options, formats, media buys and creatives; force a creative's, an account's or a media buy's status; force the next create_media_buy to answer submitted; complete a task; simulate a media buy's delivery.",
 			inputSchema[controllerRequest]("scenario"), adcp.ReadOnly(opts, s.comply)})
 	}
 	return tools
@@ -104,15 +107,22 @@ func (s *Seller) capabilities(_ context.Context, c *adcp.Call) (capabilitiesResp
 	wc := s.sender.Capability()
 	r.WebhookSigning = &wc
 	// AdCP 3.0 closed compliance_testing.scenarios to six force_ and
-	// simulate_ scenarios, none of which this seller implements; from 3.1
-	// the list is open. The controller itself is offered either way.
-	if len(s.cfg.Sandbox) > 0 && c.Version.AtLeast(adcp.V3_1) {
+	// simulate_ scenarios: a 3.0 answer lists those of them this seller
+	// implements. From 3.1 the list is open.
+	if len(s.cfg.Sandbox) > 0 {
+		scenarios := controllerScenarios
+		if !c.Version.AtLeast(adcp.V3_1) {
+			scenarios = slices.DeleteFunc(slices.Clone(scenarios), func(sc string) bool { return !slices.Contains(v30Scenarios, sc) })
+		}
 		r.ComplianceTesting = &struct {
 			Scenarios []string `json:"scenarios"`
-		}{controllerScenarios}
+		}{scenarios}
 	}
 	return r, nil
 }
+
+// v30Scenarios is AdCP 3.0's closed list of compliance_testing scenarios.
+var v30Scenarios = []string{"force_creative_status", "force_account_status", "force_media_buy_status", "force_session_status", "simulate_delivery", "simulate_budget_spend"}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

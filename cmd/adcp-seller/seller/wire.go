@@ -126,6 +126,18 @@ type getMediaBuysRequest struct {
 	MediaBuyIDs []string `json:"media_buy_ids,omitempty" jsonschema:"the media buys to return; all of the caller's when empty"`
 }
 
+type deliveryRequest struct {
+	readRequest
+	MediaBuyIDs                  []string        `json:"media_buy_ids,omitempty" jsonschema:"the media buys to report (at most 100); all of the caller's when empty"`
+	StatusFilter                 json.RawMessage `json:"status_filter,omitempty" jsonschema:"only media buys of this status, or of these statuses (an array)"`
+	StartDate                    string          `json:"start_date,omitempty" jsonschema:"the first day reported, YYYY-MM-DD (UTC); lifetime when both dates are omitted"`
+	EndDate                      string          `json:"end_date,omitempty" jsonschema:"the last day reported, YYYY-MM-DD (UTC)"`
+	IncludePackageDailyBreakdown bool            `json:"include_package_daily_breakdown,omitempty" jsonschema:"include each package's daily_breakdown"`
+	TimeGranularity              json.RawMessage `json:"time_granularity,omitempty" jsonschema:"not supported: the products declare no windowed_pull_granularities (UNSUPPORTED_GRANULARITY)"`
+	AttributionWindow            json.RawMessage `json:"attribution_window,omitempty" jsonschema:"accepted and ignored: this seller reports no conversions attribution"`
+	ReportingDimensions          json.RawMessage `json:"reporting_dimensions,omitempty" jsonschema:"accepted; no dimensional breakdown is reported"`
+}
+
 type getProductsRequest struct {
 	readRequest
 	BuyingMode string `json:"buying_mode,omitempty" jsonschema:"wholesale, brief or refine"`

@@ -59,6 +59,7 @@ func Run32(t *testing.T, env Env) {
 	t.Run("SeedCreative", func(t *testing.T) { seedCreatives(t, env) })
 	t.Run("Accounts", func(t *testing.T) { accounts(t, env) })
 	t.Run("Proposals", func(t *testing.T) { proposals(t, env) })
+	t.Run("Delivery", func(t *testing.T) { delivery(t, env) })
 }
 
 func correlation(t *testing.T, a Answer) any {
@@ -258,7 +259,7 @@ func controller(t *testing.T, env Env) {
 			t.Fatalf("%s without its params: %v", scenario, r)
 		}
 	}
-	if r := controllerCall(t, cs, "simulate_delivery", map[string]any{"media_buy_id": "a"}); r["error"] != "UNKNOWN_SCENARIO" {
+	if r := controllerCall(t, cs, "simulate_budget_spend", map[string]any{"media_buy_id": "a", "spend_percentage": 95}); r["error"] != "UNKNOWN_SCENARIO" {
 		t.Fatalf("an unimplemented scenario: %v", r)
 	}
 	if r := controllerCall(t, cs, "force_task_completion", map[string]any{"task_id": "no-such-task", "result": map[string]any{"x": 1}}); r["error"] != "NOT_FOUND" {
@@ -403,7 +404,7 @@ func update(t *testing.T, env Env) {
 // replayed; without a key it simply runs.
 func readReplay(t *testing.T, env Env) {
 	cs := Dial(t, env.URL, Token)
-	for _, tool := range []string{"get_products", "list_creative_formats", "list_accounts", "list_creatives", "get_media_buys", "get_adcp_capabilities"} {
+	for _, tool := range []string{"get_products", "list_creative_formats", "list_accounts", "list_creatives", "get_media_buys", "get_media_buy_delivery", "get_adcp_capabilities"} {
 		key := newKey("read-" + tool)
 		a := Call(t, cs, tool, map[string]any{"idempotency_key": key, "adcp_version": "3.2"})
 		b := Call(t, cs, tool, map[string]any{"idempotency_key": key, "adcp_version": "3.2"})
@@ -484,7 +485,7 @@ func toolSchemas(t *testing.T, env Env) {
 		}
 	}
 	for _, want := range []string{"get_adcp_capabilities", "get_products", "list_creative_formats", "list_accounts", "list_creatives",
-		"create_media_buy", "update_media_buy", "get_media_buys", "get_task_status", "comply_test_controller"} {
+		"create_media_buy", "update_media_buy", "get_media_buys", "get_media_buy_delivery", "get_task_status", "comply_test_controller"} {
 		if !slices.Contains(names, want) {
 			t.Fatalf("tools/list lacks %s: %v", want, names)
 		}

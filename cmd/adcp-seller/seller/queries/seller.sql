@@ -107,3 +107,23 @@ RETURNING (xmax = 0)::boolean AS inserted;
 -- CreativeList returns a principal's creatives, oldest first.
 SELECT creative FROM seller_creatives WHERE principal_id = sqlc.arg('principal_id')
 ORDER BY created_at, creative_id;
+
+-- name: DeliveryAdd :exec
+-- DeliveryAdd adds delivery to a package of a principal's media buy on a
+-- day.
+INSERT INTO seller_deliveries (principal_id, media_buy_id, package_id, day, impressions, clicks, conversions, spend)
+VALUES (sqlc.arg('principal_id'), sqlc.arg('media_buy_id'), sqlc.arg('package_id'), sqlc.arg('day'),
+        sqlc.arg('impressions'), sqlc.arg('clicks'), sqlc.arg('conversions'), sqlc.arg('spend'))
+ON CONFLICT (principal_id, media_buy_id, package_id, day) DO UPDATE
+SET impressions = seller_deliveries.impressions + EXCLUDED.impressions,
+    clicks = seller_deliveries.clicks + EXCLUDED.clicks,
+    conversions = seller_deliveries.conversions + EXCLUDED.conversions,
+    spend = seller_deliveries.spend + EXCLUDED.spend;
+
+-- name: DeliveryList :many
+-- DeliveryList returns the delivery of a principal's media buys named, by
+-- media buy, package and day.
+SELECT media_buy_id, package_id, day, impressions, clicks, conversions, spend
+FROM seller_deliveries
+WHERE principal_id = sqlc.arg('principal_id') AND media_buy_id = ANY (sqlc.arg('ids')::text[])
+ORDER BY media_buy_id, package_id, day;

@@ -23,6 +23,17 @@ type SellerCreative struct {
 	CreatedAt   time.Time
 }
 
+type SellerDelivery struct {
+	PrincipalID string
+	MediaBuyID  string
+	PackageID   string
+	Day         string
+	Impressions int64
+	Clicks      int64
+	Conversions float64
+	Spend       float64
+}
+
 type SellerMediaBuy struct {
 	MediaBuyID  string
 	PrincipalID string

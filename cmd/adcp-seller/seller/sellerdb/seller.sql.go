@@ -185,6 +185,96 @@ func (q *Queries) CreativeUpsert(ctx context.Context, db DBTX, arg CreativeUpser
 	return inserted, err
 }
 
+const deliveryAdd = `-- name: DeliveryAdd :exec
+INSERT INTO seller_deliveries (principal_id, media_buy_id, package_id, day, impressions, clicks, conversions, spend)
+VALUES ($1, $2, $3, $4,
+        $5, $6, $7, $8)
+ON CONFLICT (principal_id, media_buy_id, package_id, day) DO UPDATE
+SET impressions = seller_deliveries.impressions + EXCLUDED.impressions,
+    clicks = seller_deliveries.clicks + EXCLUDED.clicks,
+    conversions = seller_deliveries.conversions + EXCLUDED.conversions,
+    spend = seller_deliveries.spend + EXCLUDED.spend
+`
+
+type DeliveryAddParams struct {
+	PrincipalID string
+	MediaBuyID  string
+	PackageID   string
+	Day         string
+	Impressions int64
+	Clicks      int64
+	Conversions float64
+	Spend       float64
+}
+
+// DeliveryAdd adds delivery to a package of a principal's media buy on a
+// day.
+func (q *Queries) DeliveryAdd(ctx context.Context, db DBTX, arg DeliveryAddParams) error {
+	_, err := db.Exec(ctx, deliveryAdd,
+		arg.PrincipalID,
+		arg.MediaBuyID,
+		arg.PackageID,
+		arg.Day,
+		arg.Impressions,
+		arg.Clicks,
+		arg.Conversions,
+		arg.Spend,
+	)
+	return err
+}
+
+const deliveryList = `-- name: DeliveryList :many
+SELECT media_buy_id, package_id, day, impressions, clicks, conversions, spend
+FROM seller_deliveries
+WHERE principal_id = $1 AND media_buy_id = ANY ($2::text[])
+ORDER BY media_buy_id, package_id, day
+`
+
+type DeliveryListParams struct {
+	PrincipalID string
+	IDs         []string
+}
+
+type DeliveryListRow struct {
+	MediaBuyID  string
+	PackageID   string
+	Day         string
+	Impressions int64
+	Clicks      int64
+	Conversions float64
+	Spend       float64
+}
+
+// DeliveryList returns the delivery of a principal's media buys named, by
+// media buy, package and day.
+func (q *Queries) DeliveryList(ctx context.Context, db DBTX, arg DeliveryListParams) ([]DeliveryListRow, error) {
+	rows, err := db.Query(ctx, deliveryList, arg.PrincipalID, arg.IDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DeliveryListRow
+	for rows.Next() {
+		var i DeliveryListRow
+		if err := rows.Scan(
+			&i.MediaBuyID,
+			&i.PackageID,
+			&i.Day,
+			&i.Impressions,
+			&i.Clicks,
+			&i.Conversions,
+			&i.Spend,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const mediaBuyCount = `-- name: MediaBuyCount :one
 SELECT count(*) FROM seller_media_buys WHERE principal_id = $1
 `
