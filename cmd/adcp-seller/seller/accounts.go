@@ -102,7 +102,7 @@ func (s *Seller) syncAccounts(ctx context.Context, w writer, c *adcp.Call) (any,
 					Message: "this seller invoices the operator only: send billing operator"}}})
 			continue
 		}
-		old, exists, err := w.account(ctx, c.Principal, want.AccountID)
+		old, exists, err := w.accountForUpdate(ctx, c.Principal, want.AccountID)
 		if err != nil {
 			return nil, err
 		}

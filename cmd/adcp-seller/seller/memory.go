@@ -114,6 +114,10 @@ func (t *memTx) account(_ context.Context, principal, id string) (account, bool,
 	return t.m.findAccount(principal, id)
 }
 
+func (t *memTx) accountForUpdate(ctx context.Context, principal, id string) (account, bool, error) {
+	return t.account(ctx, principal, id)
+}
+
 func (t *memTx) putAccount(_ context.Context, principal string, a account) error {
 	t.ops = append(t.ops, func() { t.m.storeAccount(principal, a, true) })
 	return nil

@@ -160,7 +160,17 @@ func (w *txWriter) buy(ctx context.Context, principal, id string) (mediaBuy, boo
 }
 
 func (w *txWriter) account(ctx context.Context, principal, id string) (account, bool, error) {
+	rows, err := w.s.q.AccountGet(ctx, w.tx, sellerdb.AccountGetParams{PrincipalID: principal, AccountID: id})
+	return decodeAccount(rows, err)
+}
+
+func (w *txWriter) accountForUpdate(ctx context.Context, principal, id string) (account, bool, error) {
 	rows, err := w.s.q.AccountForUpdate(ctx, w.tx, sellerdb.AccountForUpdateParams{PrincipalID: principal, AccountID: id})
+	return decodeAccount(rows, err)
+}
+
+// decodeAccount is the account an AccountGet or AccountForUpdate found.
+func decodeAccount(rows [][]byte, err error) (account, bool, error) {
 	if err != nil || len(rows) == 0 {
 		return account{}, false, err
 	}
@@ -369,7 +379,7 @@ func (s *postgresStore) setAccountStatus(ctx context.Context, principal, id, sta
 	found := false
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		w := &txWriter{s: s, tx: tx}
-		a, ok, err := w.account(ctx, principal, id)
+		a, ok, err := w.accountForUpdate(ctx, principal, id)
 		if err != nil || !ok {
 			return err
 		}

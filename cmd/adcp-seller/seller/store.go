@@ -69,8 +69,13 @@ type writer interface {
 	// buy reads one of principal's media buys for a change (in Postgres,
 	// locked until the transaction ends).
 	buy(ctx context.Context, principal, id string) (mediaBuy, bool, error)
-	// account finds one of principal's accounts by id.
+	// account finds one of principal's accounts by id, without locking it
+	// (a media buy reads its account; concurrent buys under one account do
+	// not wait for each other).
 	account(ctx context.Context, principal, id string) (account, bool, error)
+	// accountForUpdate finds one of principal's accounts by id for a change
+	// (in Postgres, locked until the transaction ends).
+	accountForUpdate(ctx context.Context, principal, id string) (account, bool, error)
 	// putAccount stores one of principal's accounts, new or changed.
 	putAccount(ctx context.Context, principal string, a account) error
 	// openAccount stores one of principal's accounts unless it exists
