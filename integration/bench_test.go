@@ -474,6 +474,17 @@ func replayKey(i int64) string { return fmt.Sprintf("replay-key-%012d", i%replay
 
 // replaySetup stores replayKeys completed keys through RunInTx.
 func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := storeReplays(ctx, pool, replayKey); err != nil {
+		return err
+	}
+	_, err := pool.Exec(ctx, `VACUUM ANALYZE idempotency_keys`)
+	return err
+}
+
+// storeReplays stores replayKeys completed keys, key(0) to
+// key(replayKeys-1), each for principal benchPrincipal(i), through RunInTx
+// with benchPayload: the keys runInTxReplay replays.
+func storeReplays(ctx context.Context, pool *pgxpool.Pool, key func(int64) string) error {
 	s, err := idem.NewStore(&idem.Config{Limiter: idem.Unlimited})
 	if err != nil {
 		return err
@@ -481,13 +492,12 @@ func replaySetup(ctx context.Context, pool *pgxpool.Pool) error {
 	for i := range int64(replayKeys) {
 		p := benchPrincipal(i)
 		if _, err := idem.RunInTx(ctx, s, pool, idem.Request{
-			Principal: p, Key: replayKey(i), Operation: "create_media_buy", Payload: benchPayload,
+			Principal: p, Key: key(i), Operation: "create_media_buy", Payload: benchPayload,
 		}, createBuy(p, 5000)); err != nil {
 			return err
 		}
 	}
-	_, err = pool.Exec(ctx, `VACUUM ANALYZE idempotency_keys`)
-	return err
+	return nil
 }
 
 // runInTxReplay is the library's replay path: key(i) must name one of the
@@ -644,7 +654,7 @@ func BenchmarkPostgresGrowth(b *testing.B) {
 						if err := fillTable(ctx, pool, n); err != nil {
 							return err
 						}
-						return seedGrowthReplays(ctx, pool)
+						return storeReplays(ctx, pool, growthReplayKey)
 					})
 				}
 				for _, op := range []string{"miss", "replay"} {
@@ -728,24 +738,6 @@ var growthReplayKeys = func() []string {
 }()
 
 func growthReplayKey(i int64) string { return growthReplayKeys[i%replayKeys] }
-
-// seedGrowthReplays stores growthReplayKeys through RunInTx, for
-// runInTxReplay.
-func seedGrowthReplays(ctx context.Context, pool *pgxpool.Pool) error {
-	s, err := idem.NewStore(&idem.Config{Limiter: idem.Unlimited})
-	if err != nil {
-		return err
-	}
-	for i := range int64(replayKeys) {
-		p := benchPrincipal(i)
-		if _, err := idem.RunInTx(ctx, s, pool, idem.Request{
-			Principal: p, Key: growthReplayKey(i), Operation: "create_media_buy", Payload: benchPayload,
-		}, createBuy(p, 5000)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // fillTable fills idempotency_keys with n rows, in statements of a million
 // rows, then vacuums and analyses it. The two indexes are dropped during the
