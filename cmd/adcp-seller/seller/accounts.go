@@ -71,6 +71,9 @@ func (s *Seller) syncAccounts(ctx context.Context, w writer, c *adcp.Call) (any,
 	case req.DeleteMissing:
 		return nil, &adcp.Error{Code: "UNSUPPORTED_FEATURE", Message: "this seller does not deactivate accounts by omission: omit delete_missing (or send false)", Recovery: "correctable", Field: "delete_missing"}
 	}
+	// wants are the accounts the request names (an account's id depends on
+	// its brand and operator only).
+	wants := make([]account, len(req.Accounts))
 	seen := map[string]int{}
 	for i, a := range req.Accounts {
 		field := fmt.Sprintf("accounts[%d]", i)
@@ -86,16 +89,16 @@ func (s *Seller) syncAccounts(ctx context.Context, w writer, c *adcp.Call) (any,
 		case a.PaymentTerms != "" && !slices.Contains(paymentTerms, a.PaymentTerms):
 			return nil, badRequest(field+".payment_terms", "payment_terms must be one of net_15, net_30, net_45, net_60, net_90 or prepay")
 		}
-		id := naturalAccount(&accountRef{Brand: a.Brand, Operator: a.Operator}).AccountID
-		if j, dup := seen[id]; dup {
+		wants[i] = naturalAccount(&accountRef{Brand: a.Brand, Operator: a.Operator, Sandbox: a.Sandbox})
+		if j, dup := seen[wants[i].AccountID]; dup {
 			return nil, badRequest(field, fmt.Sprintf("accounts[%d] names the same brand and operator", j))
 		}
-		seen[id] = i
+		seen[wants[i].AccountID] = i
 	}
 
 	out := syncAccountsResponse{DryRun: req.DryRun, Accounts: make([]syncResult, 0, len(req.Accounts))}
-	for _, a := range req.Accounts {
-		want := naturalAccount(&accountRef{Brand: a.Brand, Operator: a.Operator, Sandbox: a.Sandbox})
+	for i, a := range req.Accounts {
+		want := wants[i]
 		if !slices.Contains(supportedBilling, a.Billing) {
 			out.Accounts = append(out.Accounts, syncResult{account: account{Brand: want.Brand, Operator: want.Operator, Status: "rejected", Sandbox: a.Sandbox},
 				Action: "failed", Errors: []*adcp.Error{{Code: "BILLING_NOT_SUPPORTED", Recovery: "correctable", Field: "billing",
