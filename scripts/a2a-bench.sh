@@ -21,24 +21,14 @@
 # compare rows of one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 DURATION=${1:-5}
 ROUNDS=${ROUNDS:-5}
 shift || true
 CONCURRENCY=("${@:-2 16}")
 read -r -a CONCURRENCY <<<"${CONCURRENCY[*]}"
-PEER_DIR=${PEER_DIR:-$ROOT/../shared/peer}
-OUT=${OUT:-$ROOT/bench-out/a2a}
-TOKEN=sk_bench_0123456789abcdef
-mkdir -p "$OUT" bin
-OUT=$(cd "$OUT" && pwd)
-log() { echo "a2a-bench: $*" >&2; }
-
-"$PEER_DIR/setup" >/dev/null
-go build -o bin/adcp-seller ./cmd/adcp-seller
-go build -o bin/adcp-load ./cmd/adcp-load
 
 . scripts/lib.sh
+bench_init a2a
 trap lib_cleanup EXIT
 
 seller_start "$OUT/seller.log" -dev -addr 127.0.0.1:0 -tokens "bench=$TOKEN" -insert-rate 0 -log-level warn

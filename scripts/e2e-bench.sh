@@ -24,24 +24,14 @@
 # vary by machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 DURATION=${1:-10}
 shift || true
 CONCURRENCY=("${@:-2 16}")
 read -r -a CONCURRENCY <<<"${CONCURRENCY[*]}"
-PEER_DIR=${PEER_DIR:-$ROOT/../shared/peer}
-OUT=${OUT:-$ROOT/bench-out/e2e}
-TOKEN=sk_bench_0123456789abcdef
-mkdir -p "$OUT" bin
-OUT=$(cd "$OUT" && pwd) # node resolves the result files from its own folder
-log() { echo "e2e-bench: $*" >&2; }
-
-"$PEER_DIR/setup"
-go build -o bin/adcp-seller ./cmd/adcp-seller
-go build -o bin/adcp-load ./cmd/adcp-load
 CLIENTS=${CLIENTS:-node go}
 
 . scripts/lib.sh
+bench_init e2e
 cleanup() {
   lib_cleanup
   "$PEER_DIR/ts-agent" stop 3917 >/dev/null 2>&1 || true

@@ -4,9 +4,30 @@
 #   . scripts/lib.sh
 #   trap lib_cleanup EXIT        # or call lib_cleanup from the script's own trap
 #
-# seller_start / seller_stop run bin/adcp-seller (the caller builds it);
+# bench_init sets up a load benchmark; seller_start / seller_stop run
+# bin/adcp-seller (bench_init, or the caller, builds it);
 # postgres_start gives a Postgres when DATABASE_URL is unset. lib_cleanup
 # stops whatever of these is still running.
+
+# bench_init NAME: what e2e-bench.sh and a2a-bench.sh set up alike, from
+# the repository root: PEER_DIR (default ../shared/peer), OUT (default
+# bench-out/NAME, made absolute: node resolves result files from its own
+# folder), the bench principal's TOKEN, log (lines prefixed "NAME-bench:"),
+# the peer kit installed (its output on stderr), and bin/adcp-seller and
+# bin/adcp-load built from the tree.
+bench_init() {
+  BENCH_NAME=$1
+  # log MESSAGE...: a line on stderr, prefixed with the benchmark's name.
+  log() { echo "$BENCH_NAME-bench: $*" >&2; }
+  PEER_DIR=${PEER_DIR:-$PWD/../shared/peer}
+  OUT=${OUT:-$PWD/bench-out/$BENCH_NAME}
+  TOKEN=sk_bench_0123456789abcdef
+  mkdir -p "$OUT" bin
+  OUT=$(cd "$OUT" && pwd)
+  "$PEER_DIR/setup" >&2
+  go build -o bin/adcp-seller ./cmd/adcp-seller
+  go build -o bin/adcp-load ./cmd/adcp-load
+}
 
 lib_pids=()      # sellers started and not yet stopped
 lib_container='' # the Postgres container postgres_start started
